@@ -1,0 +1,238 @@
+"""The PLUS summarizer: its instruction, batched sampling of summaries, summary parsing and token log-probs.
+
+The summarizer is a causal chat LM. It reads a user's context (earlier conversations or labelled preference
+pairs, as text) and writes a short summary of the user's preferences. Its instruction ends with a fixed
+marker ("Start your response with ##Summary"); the summary is the text after the LAST marker. A response
+without the marker is kept whole (``text.split(marker)[-1]``, as the public PLUS code does) and flagged, so
+small models that ignore the marker still get scored, and the metrics count how often it happens.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+SUMMARY_MARKER = "##Summary"
+
+SUMMARIZER_INSTRUCTION = (
+    "Below are earlier conversations between a user and an assistant. In each one the user saw two responses "
+    "and chose the one they preferred. Write a short summary, under 50 words, of this user's preferences: what "
+    "they like and dislike in a response, so that another assistant could answer them the way they want. "
+    f"Start your response with {SUMMARY_MARKER}"
+)
+
+
+@dataclass(frozen=True)
+class ParsedSummary:
+    """One generated response, parsed."""
+
+    text: str
+    """The summary: the text after the last marker, stripped (the whole response if the marker is missing)."""
+    raw: str
+    """The decoded response, special tokens removed."""
+    has_marker: bool
+    """Whether the response contains the marker."""
+    truncated: bool
+    """Whether generation hit the length cap before the end-of-turn token (the summary may be cut off)."""
+
+    @property
+    def is_empty(self) -> bool:
+        """No summary text at all (empty response, or nothing after the marker)."""
+        return not self.text
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``empty``, ``no_marker`` or ``truncated`` (the first that applies, in that order of badness)."""
+        if self.is_empty:
+            return "empty"
+        if not self.has_marker:
+            return "no_marker"
+        if self.truncated:
+            return "truncated"
+        return "ok"
+
+
+@dataclass
+class GeneratedSummaries:
+    """A batch of sampled summaries with the token ids PPO needs. Q query tokens, S response tokens."""
+
+    summaries: list[ParsedSummary]
+    """One parsed summary per context, in input order."""
+    query_ids: torch.Tensor
+    """(B, Q) chat-formatted prompts, left-padded."""
+    query_mask: torch.Tensor
+    """(B, Q) 1 on prompt tokens, 0 on padding."""
+    response_ids: torch.Tensor
+    """(B, S) generated tokens, right-padded with the pad id; the end-of-turn token is kept when generated."""
+    response_mask: torch.Tensor
+    """(B, S) 1 on generated tokens up to and including the first end-of-turn token, 0 after."""
+    seconds: float
+    """Wall time of the generation calls."""
+
+    @property
+    def response_lengths(self) -> torch.Tensor:
+        """(B,) generated tokens per summary (at least 1: an immediate end-of-turn counts)."""
+        return self.response_mask.sum(dim=1)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.response_mask.sum())
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.num_tokens / max(self.seconds, 1e-9)
+
+    @property
+    def texts(self) -> list[str]:
+        return [summary.text for summary in self.summaries]
+
+
+def build_summarizer_messages(context: str) -> list[dict[str, str]]:
+    """The chat messages that ask for a summary of ``context``: one user turn, instruction then context."""
+    if not isinstance(context, str) or not context.strip():
+        raise ValueError(f"The summarizer needs a non-empty context string, got {context!r}")
+    return [{"role": "user", "content": f"{SUMMARIZER_INSTRUCTION}\n\n{context.strip()}"}]
+
+
+def parse_summary(text: str, truncated: bool = False, marker: str = SUMMARY_MARKER) -> ParsedSummary:
+    """The summary in a decoded response: the text after the last ``marker``, stripped.
+
+    ``truncated`` says whether generation stopped at the length cap rather than at the end-of-turn token."""
+    has_marker = marker in text
+    summary = text.split(marker)[-1].strip().lstrip(":").strip()
+    return ParsedSummary(text=summary, raw=text, has_marker=has_marker, truncated=truncated)
+
+
+def _end_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> list[int]:
+    """Token ids that end a turn: the tokenizer's eos and the model's generation eos (an int or a list)."""
+    ids = {tokenizer.eos_token_id}
+    configured = model.generation_config.eos_token_id
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return sorted(i for i in ids if i is not None)
+
+
+def build_queries(tokenizer: PreTrainedTokenizerBase, contexts: list[str], prefill_marker: bool = False) -> list[str]:
+    """Chat-formatted prompt strings, ready to tokenize; ``prefill_marker`` starts the assistant turn with it."""
+    prompts = []
+    for index, context in enumerate(contexts):
+        try:
+            messages = build_summarizer_messages(context)
+        except ValueError as error:
+            raise ValueError(f"context {index}: {error}") from None
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        prompts.append(prompt + SUMMARY_MARKER if prefill_marker else prompt)
+    return prompts
+
+
+@torch.no_grad()
+def generate_summaries(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    contexts: list[str],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    do_sample: bool = True,
+    batch_size: int = 8,
+    prefill_marker: bool = False,
+) -> GeneratedSummaries:
+    """Sample (or, with ``do_sample=False``, greedily decode) one summary per context, in batches.
+
+    Sampling draws from torch's global RNG: seed it for reproducible summaries. ``prefill_marker`` puts the
+    marker at the start of the assistant turn (a help for small models that ignore the instruction; the paper
+    does not), and the parsed summaries then count it as present."""
+    if max_new_tokens < 1 or batch_size < 1:
+        raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens}, {batch_size}")
+    if tokenizer.padding_side != "left":
+        raise ValueError("generate_summaries needs a left-padded tokenizer (plus.models.load_causal_lm gives one)")
+    prompts = build_queries(tokenizer, contexts, prefill_marker)
+    device = next(model.parameters()).device
+    end_ids = _end_ids(tokenizer, model)
+    pad_id = tokenizer.pad_token_id
+    # top_k=0 switches off the top-k filter most generation configs set, so only temperature and top_p shape sampling.
+    sampling = {"temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {}
+    was_training = model.training
+    model.eval()
+    queries, responses, summaries, seconds = [], [], [], 0.0
+    for start in range(0, len(prompts), batch_size):
+        # Chat templates already hold the special tokens, so the tokenizer must not add them again.
+        encoded = tokenizer(
+            prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(device)
+        began = time.perf_counter()
+        output = model.generate(
+            **encoded,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=1,
+            pad_token_id=pad_id,
+            eos_token_id=end_ids,
+            do_sample=do_sample,
+            **sampling,
+        )  # (b, Q + s)
+        seconds += time.perf_counter() - began
+        generated = output[:, encoded.input_ids.shape[1] :]  # (b, s)
+        for row in range(generated.shape[0]):
+            tokens = generated[row].tolist()
+            ends = [i for i, token in enumerate(tokens) if token in end_ids]
+            length = ends[0] + 1 if ends else len(tokens)
+            truncated = not ends and len(tokens) >= max_new_tokens
+            text = tokenizer.decode(tokens[:length], skip_special_tokens=True)
+            summaries.append(parse_summary(SUMMARY_MARKER + text if prefill_marker else text, truncated))
+            responses.append(torch.tensor(tokens[:length], dtype=torch.long))
+            queries.append(encoded.input_ids[row][encoded.attention_mask[row].bool()].cpu())
+    if was_training:
+        model.train()
+    query_ids, query_mask = pad_sequences(queries, pad_id, side="left")
+    response_ids, response_mask = pad_sequences(responses, pad_id, side="right")
+    return GeneratedSummaries(summaries, query_ids, query_mask, response_ids, response_mask, seconds)
+
+
+def pad_sequences(sequences: list[torch.Tensor], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack 1-D token tensors into (B, T) ids and a (B, T) mask, padding on ``side`` ("left" or "right")."""
+    width = max(len(sequence) for sequence in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        span = slice(width - len(sequence), width) if side == "left" else slice(0, len(sequence))
+        ids[row, span] = sequence
+        mask[row, span] = 1
+    return ids, mask
+
+
+def response_logits(
+    model: PreTrainedModel,
+    query_ids: torch.Tensor,
+    query_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    output_hidden_states: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits that predict each response token, and optionally the last layer's hidden states at the same
+    positions. Inputs (B, Q) and (B, S); outputs (B, S, V) and (B, S, H) or None.
+
+    The position that predicts response token s is the one just before it, so the model sees
+    ``[query, response]`` and we keep positions Q-1 .. Q+S-2."""
+    input_ids = torch.cat([query_ids, response_ids], dim=1)  # (B, Q + S)
+    attention_mask = torch.cat([query_mask, response_mask], dim=1)  # (B, Q + S)
+    # Position ids count only real tokens, so left padding does not shift the positions the model saw when sampling.
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp_min(0)  # (B, Q + S)
+    output = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        output_hidden_states=output_hidden_states,
+        use_cache=False,
+    )
+    width_q, width_s = query_ids.shape[1], response_ids.shape[1]
+    logits = output.logits[:, width_q - 1 : width_q + width_s - 1].float()  # (B, S, V)
+    hidden = output.hidden_states[-1][:, width_q - 1 : width_q + width_s - 1] if output_hidden_states else None
+    return logits, hidden
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log pi(token) under ``logits``: (B, S, V), (B, S) -> (B, S)."""
+    return torch.gather(F.log_softmax(logits, dim=-1), 2, tokens.unsqueeze(-1)).squeeze(-1)
