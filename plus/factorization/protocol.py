@@ -1,0 +1,480 @@
+"""The new-user protocol: every method gets the same n answers from a user it has never seen, then predicts that
+user's held-out pairs and picks a best-of-N response for them.
+
+Methods are objects with one small interface (`NewUserMethod`): ``fit`` on the training users, ``user_rewards``
+(a reward for every response in the bank, given a new user's answers) and, for active methods, ``next_question``.
+Here: a single BT model, a BT model per user, PReF with active and with random questions, and new-user forms of
+PAL-B (only the mixture weights over K prototypes are learned) and VPL (an encoder over the answered pairs gives a
+latent z; reward = MLP([features; z])), all on the same frozen response features.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from plus.factorization.core import (
+    PrefConfig,
+    PrefModel,
+    best_of_n,
+    fit_pref,
+    fit_user_weights,
+    observed_entries,
+    select_question,
+    win_rate,
+)
+from plus.losses import bradley_terry_loss
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ResponseBank:
+    """Frozen features of every response the protocol refers to (rows are response indices)."""
+
+    features: torch.Tensor  # (R, H) features of (prompt, response)
+    prompt_features: torch.Tensor  # (R, H) features of the response's prompt alone (PAL's prompt-conditioned points)
+
+    def __post_init__(self) -> None:
+        if self.features.dim() != 2 or self.features.shape != self.prompt_features.shape:
+            raise ValueError(
+                f"ResponseBank.features and prompt_features must both be (R, H), got "
+                f"{tuple(self.features.shape)} and {tuple(self.prompt_features.shape)}"
+            )
+
+
+@dataclass(frozen=True)
+class TrainingPopulation:
+    """The training users' labels on shared pairs."""
+
+    pairs: torch.Tensor  # (P, 2) response indices (first, second)
+    labels: torch.Tensor  # (P, U) 1 first preferred, 0 second, 0.5 tie, NaN not answered
+
+    def __post_init__(self) -> None:
+        if self.pairs.dim() != 2 or self.pairs.shape[1] != 2 or self.labels.shape[0] != self.pairs.shape[0]:
+            raise ValueError(
+                f"TrainingPopulation.pairs must be (P, 2) and labels (P, U), got {tuple(self.pairs.shape)} "
+                f"and {tuple(self.labels.shape)}"
+            )
+
+
+@dataclass(frozen=True)
+class NewUser:
+    """A held-out user: questions the protocol may ask, held-out pairs, and best-of-N candidates."""
+
+    user_id: str
+    question_pairs: torch.Tensor  # (Q, 2) the pool of pairs the user can be asked about
+    question_labels: torch.Tensor  # (Q,) the user's answers (1 first preferred, 0 second, 0.5 tie)
+    test_pairs: torch.Tensor  # (T, 2) held-out pairs
+    test_labels: torch.Tensor  # (T,)
+    candidates: torch.Tensor | None = None  # (B, N) response indices: N candidate responses for each of B prompts
+    candidate_rewards: torch.Tensor | None = None  # (B, N) the user's ground-truth reward of each candidate
+    default: torch.Tensor | None = None  # (B,) the default (unpersonalised) candidate of each prompt
+
+    def __post_init__(self) -> None:
+        if len(self.question_pairs) != len(self.question_labels) or len(self.test_pairs) != len(self.test_labels):
+            raise ValueError(f"NewUser {self.user_id!r}: pairs and labels differ in length")
+        if self.candidates is not None and (
+            self.candidate_rewards is None
+            or self.candidate_rewards.shape != self.candidates.shape
+            or self.default is None
+            or len(self.default) != len(self.candidates)
+        ):
+            raise ValueError(f"NewUser {self.user_id!r}: candidates need candidate_rewards (B, N) and default (B,)")
+
+
+class NewUserMethod(Protocol):
+    """What the protocol needs from a method."""
+
+    name: str
+    active: bool  # True: the method chooses its questions with next_question
+
+    def fit(self, bank: ResponseBank, population: TrainingPopulation, seed: int) -> None: ...
+
+    def user_rewards(self, bank: ResponseBank, pairs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Reward (R,) of every response for a user who answered pairs (n, 2) with labels (n,)."""
+        ...
+
+    def next_question(
+        self, bank: ResponseBank, candidates: torch.Tensor, pairs: torch.Tensor, labels: torch.Tensor
+    ) -> int:
+        """Index into candidates (C, 2) of the next pair to ask (active methods only)."""
+        ...
+
+
+def _chosen_rejected(pairs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chosen and rejected response indices (n,) of pairs (n, 2) with labels (n,); ties are dropped."""
+    keep = labels != 0.5
+    pairs, labels = pairs[keep], labels[keep]
+    first_wins = labels > 0.5
+    return torch.where(first_wins, pairs[:, 0], pairs[:, 1]), torch.where(first_wins, pairs[:, 1], pairs[:, 0])
+
+
+def _population_triples(population: TrainingPopulation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Chosen, rejected response indices and user index (N,) of every non-tie training label."""
+    pair_idx, user_idx, labels = observed_entries(population.labels)
+    chosen, rejected = _chosen_rejected(population.pairs[pair_idx], labels)
+    return chosen, rejected, user_idx
+
+
+def fit_bradley_terry(
+    features: torch.Tensor,
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    num_epochs: int = 300,
+    learning_rate: float = 3e-3,
+    seed: int = 0,
+) -> nn.Linear:
+    """A single linear BT reward r(x, y) = w . features + b on frozen features, full-batch Adam."""
+    torch.manual_seed(seed)
+    head = nn.Linear(features.shape[1], 1)
+    optimizer = torch.optim.Adam(head.parameters(), lr=learning_rate)
+    for _ in range(num_epochs):
+        loss = bradley_terry_loss(head(features[chosen]).squeeze(-1), head(features[rejected]).squeeze(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return head.eval()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Methods
+
+
+@dataclass
+class SingleBT:
+    """One BT reward model for everyone: a new user's answers are ignored."""
+
+    name: str = "Single BT"
+    active: bool = False
+    num_epochs: int = 300
+    rewards: torch.Tensor | None = None  # (R,)
+
+    def fit(self, bank: ResponseBank, population: TrainingPopulation, seed: int) -> None:
+        chosen, rejected, _ = _population_triples(population)
+        head = fit_bradley_terry(bank.features, chosen, rejected, num_epochs=self.num_epochs, seed=seed)
+        with torch.no_grad():
+            self.rewards = head(bank.features).squeeze(-1)
+
+    def user_rewards(self, bank: ResponseBank, pairs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        assert self.rewards is not None, "fit first"
+        return self.rewards
+
+
+@dataclass
+class PerUserBT:
+    """A linear BT model per user, fitted on that user's answers alone (L2-regularised logistic regression on the
+    feature differences, 1/C = ``l2``). With no answers every reward is 0."""
+
+    name: str = "BT per user"
+    active: bool = False
+    l2: float = 1.0
+
+    def fit(self, bank: ResponseBank, population: TrainingPopulation, seed: int) -> None:
+        return None  # nothing is shared across users
+
+    def user_rewards(self, bank: ResponseBank, pairs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        diffs = bank.features[pairs[:, 0]] - bank.features[pairs[:, 1]]  # (n, H)
+        weights = fit_user_weights(diffs, labels, torch.zeros(bank.features.shape[1]), l2=self.l2)  # (H,)
+        return bank.features @ weights
+
+
+@dataclass
+class PrefNewUser:
+    """PReF: phi and the training users' lambdas from `fit_pref`; a new user's lambda by logistic regression
+    (refit after every answer); questions by the information criterion (``active``) or in random order."""
+
+    config: PrefConfig = field(default_factory=PrefConfig)
+    active: bool = True
+    name: str = ""
+    model: PrefModel | None = None
+    phi: torch.Tensor | None = None  # (R, J)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.name = self.name or ("PReF (active)" if self.active else "PReF (random)")
+
+    def fit(self, bank: ResponseBank, population: TrainingPopulation, seed: int) -> None:
+        self.model, self.history = fit_pref(bank.features, population.pairs, population.labels, self.config, seed)
+        self.phi = self.model.phi(bank.features)
+
+    def user_weights(self, pairs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """lambda (J,) of a user who answered pairs (n, 2) with labels (n,)."""
+        assert self.model is not None and self.phi is not None, "fit first"
+        diffs = self.phi[pairs[:, 0]] - self.phi[pairs[:, 1]]  # (n, J)
+        return fit_user_weights(
+            diffs, labels, self.model.prior_mean, self.config.user_l2, self.config.num_newton_steps
+        )
+
+    def user_rewards(self, bank: ResponseBank, pairs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.phi @ self.user_weights(pairs, labels)  # (R,)
+
+    def next_question(
+        self, bank: ResponseBank, candidates: torch.Tensor, pairs: torch.Tensor, labels: torch.Tensor
+    ) -> int:
+        lam = self.user_weights(pairs, labels)
+        candidate_diffs = self.phi[candidates[:, 0]] - self.phi[candidates[:, 1]]  # (C, J)
+        answered_diffs = self.phi[pairs[:, 0]] - self.phi[pairs[:, 1]]  # (n, J)
+        return select_question(candidate_diffs, answered_diffs, lam, self.config.prior_precision)
+
+
+class _PalModel(nn.Module):
+    """PAL-B: user ideal point = softmax(w_u)-mix of K prompt-conditioned prototypes; reward = scale * cosine
+    (ideal point, response projection)."""
+
+    def __init__(self, input_dim: int, num_users: int, num_prototypes: int, dim: int) -> None:
+        super().__init__()
+        self.num_prototypes, self.dim = num_prototypes, dim
+        self.prototypes = nn.Linear(input_dim, num_prototypes * dim)  # e(x) -> K points
+        self.response = nn.Sequential(nn.Linear(input_dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.user_logits = nn.Parameter(torch.zeros(num_users, num_prototypes))  # (U, K)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+
+    def reward(self, features: torch.Tensor, prompt_features: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+        """features, prompt_features (N, H); mix (N, K) mixture weights -> rewards (N,)."""
+        points = self.prototypes(prompt_features).view(-1, self.num_prototypes, self.dim)  # (N, K, D)
+        ideal = (mix[:, :, None] * points).sum(1)  # (N, D)
+        return self.log_scale.exp() * F.cosine_similarity(ideal, self.response(features), dim=-1)
+
+
+@dataclass
+class PalNewUser:
+    """PAL-B new-user form: prototypes and projections fitted on the training users; a new user gets only its K
+    mixture logits, fitted by Adam on its answers (zero logits, i.e. the uniform mix, with none)."""
+
+    name: str = "PAL-B"
+    active: bool = False
+    num_prototypes: int = 5
+    dim: int = 64
+    num_epochs: int = 300
+    num_user_steps: int = 100
+    learning_rate: float = 3e-3
+    model: _PalModel | None = None
+
+    def fit(self, bank: ResponseBank, population: TrainingPopulation, seed: int) -> None:
+        torch.manual_seed(seed)
+        chosen, rejected, user_idx = _population_triples(population)
+        model = _PalModel(bank.features.shape[1], population.labels.shape[1], self.num_prototypes, self.dim)
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.learning_rate)
+        for _ in range(self.num_epochs):
+            mix = model.user_logits[user_idx].softmax(-1)  # (N, K)
+            loss = bradley_terry_loss(
+                model.reward(bank.features[chosen], bank.prompt_features[chosen], mix),
+                model.reward(bank.features[rejected], bank.prompt_features[rejected], mix),
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        self.model = model.eval()
+
+    def user_rewards(self, bank: ResponseBank, pairs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        assert self.model is not None, "fit first"
+        model = self.model
+        logits = torch.zeros(self.num_prototypes, requires_grad=True)
+        chosen, rejected = _chosen_rejected(pairs, labels)
+        if len(chosen):
+            with torch.no_grad():  # prototypes and projections are frozen: compute them once
+                points_c = model.prototypes(bank.prompt_features[chosen]).view(-1, self.num_prototypes, self.dim)
+                points_r = model.prototypes(bank.prompt_features[rejected]).view(-1, self.num_prototypes, self.dim)
+                resp_c, resp_r = model.response(bank.features[chosen]), model.response(bank.features[rejected])
+                scale = model.log_scale.exp()
+            optimizer = torch.optim.Adam([logits], lr=0.1)
+            for _ in range(self.num_user_steps):
+                mix = logits.softmax(-1)[None, :, None]  # (1, K, 1)
+                r_c = scale * F.cosine_similarity((mix * points_c).sum(1), resp_c, dim=-1)
+                r_r = scale * F.cosine_similarity((mix * points_r).sum(1), resp_r, dim=-1)
+                loss = bradley_terry_loss(r_c, r_r)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        with torch.no_grad():
+            mix = logits.softmax(-1).expand(len(bank.features), -1)  # (R, K)
+            return model.reward(bank.features, bank.prompt_features, mix)
+
+
+class _VplModel(nn.Module):
+    """VPL: each answered pair (chosen, rejected features) -> MLP -> self-attention over the pairs (with a learned
+    'no answers' token) -> mean pool -> (mu, log var); reward = MLP([features; z])."""
+
+    def __init__(self, input_dim: int, latent_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.pair_mlp = nn.Sequential(nn.Linear(2 * input_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.empty = nn.Parameter(torch.zeros(1, 1, hidden))
+        self.attention = nn.MultiheadAttention(hidden, num_heads=4, batch_first=True)
+        self.posterior = nn.Linear(hidden, 2 * latent_dim)
+        self.decoder = nn.Sequential(nn.Linear(input_dim + latent_dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
+
+    def encode(
+        self, chosen: torch.Tensor, rejected: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """chosen, rejected (B, n, H) features, mask (B, n) True = a real answer -> mu, log var (B, Z)."""
+        tokens = self.pair_mlp(torch.cat([chosen, rejected], -1))  # (B, n, D)
+        tokens = torch.cat([self.empty.expand(len(tokens), -1, -1), tokens], 1)  # (B, n + 1, D)
+        keep = torch.cat([torch.ones_like(mask[:, :1]), mask], 1)  # (B, n + 1)
+        attended, _ = self.attention(tokens, tokens, tokens, key_padding_mask=~keep)
+        pooled = (attended * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)  # (B, D)
+        mu, log_var = self.posterior(pooled).chunk(2, -1)
+        return mu, log_var.clamp(-6.0, 2.0)
+
+    def reward(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """features (..., H), z (..., Z) -> rewards (...)."""
+        return self.decoder(torch.cat([features, z], -1)).squeeze(-1)
+
+
+@dataclass
+class VplNewUser:
+    """VPL new-user form: trained on the training users with contexts of 0 to ``max_context`` of their own answered
+    pairs and disjoint target pairs (BT loss + kl_weight * KL); a new user's answers are the context, z = mu."""
+
+    name: str = "VPL"
+    active: bool = False
+    latent_dim: int = 16
+    hidden: int = 128
+    max_context: int = 40
+    num_targets: int = 16
+    users_per_step: int = 32
+    num_steps: int = 800
+    kl_weight: float = 1e-4
+    learning_rate: float = 1e-3
+    model: _VplModel | None = None
+
+    def fit(self, bank: ResponseBank, population: TrainingPopulation, seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        chosen, rejected, user_idx = _population_triples(population)
+        per_user = [torch.nonzero(user_idx == u).squeeze(-1) for u in range(population.labels.shape[1])]
+        per_user = [rows for rows in per_user if len(rows) > self.num_targets]
+        if not per_user:
+            raise ValueError(f"VPL needs training users with more than {self.num_targets} non-tie answers")
+        model = _VplModel(bank.features.shape[1], self.latent_dim, self.hidden)
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.learning_rate)
+        feats = bank.features
+        for _ in range(self.num_steps):
+            picks = torch.randint(len(per_user), (self.users_per_step,), generator=generator)
+            ctx_c, ctx_r, masks, tgt_c, tgt_r = [], [], [], [], []
+            for u in picks.tolist():
+                rows = per_user[u][torch.randperm(len(per_user[u]), generator=generator)]
+                targets, rest = rows[: self.num_targets], rows[self.num_targets :]
+                n = int(torch.randint(min(self.max_context, len(rest)) + 1, (1,), generator=generator))
+                ctx = rest[: self.max_context]  # padded to max_context, masked beyond n
+                pad = self.max_context - len(ctx)
+                ctx_c.append(F.pad(feats[chosen[ctx]], (0, 0, 0, pad)))
+                ctx_r.append(F.pad(feats[rejected[ctx]], (0, 0, 0, pad)))
+                masks.append(torch.arange(self.max_context) < n)
+                tgt_c.append(feats[chosen[targets]])
+                tgt_r.append(feats[rejected[targets]])
+            mu, log_var = model.encode(torch.stack(ctx_c), torch.stack(ctx_r), torch.stack(masks))  # (B, Z)
+            z = mu + (0.5 * log_var).exp() * torch.randn(mu.shape, generator=generator)
+            z = z[:, None].expand(-1, self.num_targets, -1)  # (B, T, Z)
+            loss = bradley_terry_loss(
+                model.reward(torch.stack(tgt_c), z).flatten(), model.reward(torch.stack(tgt_r), z).flatten()
+            )
+            kl = 0.5 * (mu.square() + log_var.exp() - 1 - log_var).sum(-1).mean()
+            optimizer.zero_grad()
+            (loss + self.kl_weight * kl).backward()
+            optimizer.step()
+        self.model = model.eval()
+
+    @torch.no_grad()
+    def user_rewards(self, bank: ResponseBank, pairs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        assert self.model is not None, "fit first"
+        chosen, rejected = _chosen_rejected(pairs, labels)
+        mask = torch.ones(1, len(chosen), dtype=torch.bool)
+        mu, _ = self.model.encode(bank.features[chosen][None], bank.features[rejected][None], mask)  # (1, Z)
+        return self.model.reward(bank.features, mu.expand(len(bank.features), -1))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The protocol
+
+
+def pair_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """ROC-AUC and accuracy of score = r(first) - r(second) against labels (1 first preferred, 0 second); ties in
+    the labels are dropped; a zero score counts as half right. AUC is NaN when only one class is present."""
+    keep = labels != 0.5
+    scores, labels = scores[keep], labels[keep]
+    correct = ((scores > 0) == (labels > 0.5)).float() * (scores != 0).float() + 0.5 * (scores == 0).float()
+    auc = float("nan")
+    if 0 < labels.sum() < len(labels):
+        auc = float(roc_auc_score(labels.numpy(), scores.double().numpy()))
+    return {"auc": auc, "accuracy": correct.mean().item()}
+
+
+def _answer_order(method: NewUserMethod, bank: ResponseBank, user: NewUser, count: int, order: torch.Tensor):
+    """Yield (n, answered indices into the question pool) for n = 0..count, choosing questions as the method does."""
+    answered: list[int] = []
+    remaining = order.tolist()
+    for n in range(count + 1):
+        yield n, torch.tensor(answered, dtype=torch.long)
+        if n == count or not remaining:  # a pool smaller than count: later n reuse every answer
+            continue
+        if method.active:
+            idx = torch.tensor(answered, dtype=torch.long)
+            pick = method.next_question(
+                bank, user.question_pairs[remaining], user.question_pairs[idx], user.question_labels[idx]
+            )
+            answered.append(remaining.pop(pick))
+        else:
+            answered.append(remaining.pop(0))
+
+
+def evaluate_new_users(
+    methods: list[NewUserMethod],
+    bank: ResponseBank,
+    users: list[NewUser],
+    answer_counts: list[int],
+    seed: int,
+) -> list[dict[str, float | int | str]]:
+    """For every method, user and n in answer_counts: the AUC and accuracy on the user's held-out pairs and the
+    best-of-N win rate over the default candidate (ground truth of that user), after n answers.
+
+    Passive methods all get the same answers (a random order of the user's question pool, seeded by ``seed`` and
+    the user's position); active methods choose theirs. Methods must be fitted already."""
+    rows: list[dict[str, float | int | str]] = []
+    max_count = max(answer_counts)
+    for position, user in enumerate(users):
+        generator = torch.Generator().manual_seed(seed * 100_003 + position)
+        order = torch.randperm(len(user.question_pairs), generator=generator)
+        for method in methods:
+            for n, answered in _answer_order(method, bank, user, max_count, order):
+                if n not in answer_counts:
+                    continue
+                rewards = method.user_rewards(bank, user.question_pairs[answered], user.question_labels[answered])
+                scores = rewards[user.test_pairs[:, 0]] - rewards[user.test_pairs[:, 1]]
+                row: dict[str, float | int | str] = {
+                    "method": method.name,
+                    "user_id": user.user_id,
+                    "num_answers": n,
+                    "num_answered": len(answered),
+                    **pair_metrics(scores, user.test_labels),
+                }
+                if user.candidates is not None:
+                    picked = best_of_n(rewards[user.candidates])  # (B,)
+                    row["win_rate"], _ = win_rate(user.candidate_rewards, picked, user.default)
+                rows.append(row)
+    return rows
+
+
+def summarize(rows: list[dict], keys: tuple[str, ...] = ("method", "num_answers")) -> list[dict]:
+    """Mean of auc, accuracy and win_rate over users for each combination of ``keys`` (NaN AUCs are skipped)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    summary = []
+    for key, members in groups.items():
+        out = dict(zip(keys, key, strict=True))
+        for metric in ("auc", "accuracy", "win_rate"):
+            values = np.array([m[metric] for m in members if metric in m], dtype=float)
+            if len(values):
+                out[metric] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+        out["num_users"] = len(members)
+        summary.append(out)
+    return summary
