@@ -1,9 +1,26 @@
 """Data sets of `plus`: one record schema (`plus.data.schema`) and deterministic builders.
 
-See `plus.data.schema` for the record fields and `SPLITS`; each builder module documents its construction.
+See `plus.data.schema` for the record fields and `SPLITS`; each builder module documents its construction:
+`plus.data.pets` (Pets, Pets-OOD), `plus.data.attributes` (UF-P-like synthetic users, PReF's Attributes, the
+response bank with ground-truth rewards).
 """
 
+from plus.data.attributes import (
+    ATTRIBUTES,
+    POLES,
+    Response,
+    ResponseBank,
+    build_attribute_users,
+    build_pref_attributes,
+    build_response_bank,
+    ground_truth_reward,
+    label_matrix,
+    pole_profile,
+    pref_users,
+    user_ground_truth,
+)
 from plus.data.pets import ANIMALS, PETS_PROMPT, animal_of, build_pets, pet_sentences
+from plus.data.registry import DATASETS, build_dataset
 from plus.data.schema import (
     REQUIRED_FIELDS,
     SPLITS,
@@ -19,17 +36,31 @@ from plus.data.schema import (
 
 __all__ = [
     "ANIMALS",
+    "ATTRIBUTES",
+    "DATASETS",
     "PETS_PROMPT",
+    "POLES",
     "REQUIRED_FIELDS",
     "SPLITS",
     "RecordError",
+    "Response",
+    "ResponseBank",
     "animal_of",
+    "build_attribute_users",
+    "build_dataset",
     "build_pets",
+    "build_pref_attributes",
+    "build_response_bank",
+    "ground_truth_reward",
+    "label_matrix",
     "make_record",
     "pet_sentences",
+    "pole_profile",
+    "pref_users",
     "read_jsonl",
     "render_context",
     "to_dataset",
+    "user_ground_truth",
     "validate_record",
     "validate_records",
     "write_jsonl",
