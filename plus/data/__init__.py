@@ -20,7 +20,7 @@ from plus.data.attributes import (
     user_ground_truth,
 )
 from plus.data.pets import ANIMALS, PETS_PROMPT, animal_of, build_pets, pet_sentences
-from plus.data.registry import DATASETS, build_dataset
+from plus.data.registry import DATASETS, build_dataset, profile_sizes
 from plus.data.schema import (
     REQUIRED_FIELDS,
     SPLITS,
@@ -33,6 +33,7 @@ from plus.data.schema import (
     validate_records,
     write_jsonl,
 )
+from plus.data.stats import context_token_lengths, format_record, summarize_splits
 
 __all__ = [
     "ANIMALS",
@@ -51,6 +52,10 @@ __all__ = [
     "build_pets",
     "build_pref_attributes",
     "build_response_bank",
+    "context_token_lengths",
+    "format_record",
+    "profile_sizes",
+    "summarize_splits",
     "ground_truth_reward",
     "label_matrix",
     "make_record",

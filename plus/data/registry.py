@@ -24,3 +24,16 @@ def build_dataset(name: str, seed: int = 0, **sizes: int) -> list[dict]:
     if name not in DATASETS:
         raise ValueError(f"Unknown data set {name!r}; choose one of {sorted(DATASETS)}")
     return DATASETS[name](seed=seed, **sizes)
+
+
+def profile_sizes(name: str, num_train_examples: int, num_test_examples: int) -> dict[str, int]:
+    """Builder sizes for data set ``name`` at a profile's scale (``Profile.num_train_examples`` and
+    ``num_test_examples``). Attributes keeps PReF's 40 answers per user unless the profile is tiny (< 100
+    train examples, the smoke profile), where it uses 6 answers, 2 held out, 10 new users and 80 pairs."""
+    if name not in DATASETS:
+        raise ValueError(f"Unknown data set {name!r}; choose one of {sorted(DATASETS)}")
+    if name == "attributes":
+        if num_train_examples < 100:
+            return {"num_answers": 6, "num_heldout": 2, "num_new_users": 10, "num_pairs": 80}
+        return {}
+    return {"num_train": num_train_examples, "num_test": num_test_examples}

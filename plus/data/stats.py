@@ -1,0 +1,67 @@
+"""Descriptive statistics of record lists for the data-set chapter: sizes, users, contested share, context
+lengths, and a readable rendering of one record."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from statistics import mean, median
+
+from transformers import PreTrainedTokenizerBase
+
+from plus.data.schema import SPLITS
+
+
+def context_token_lengths(records: Sequence[dict], tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Tokens in each record's ``context`` text (no special tokens)."""
+    encoded = tokenizer([r["context"] for r in records], add_special_tokens=False)["input_ids"]
+    return [len(ids) for ids in encoded]
+
+
+def summarize_splits(records: Sequence[dict], tokenizer: PreTrainedTokenizerBase) -> list[dict]:
+    """One row per (data set, split): records, users, contested share of eval pairs (None if undefined),
+    context pairs per record and context tokens (mean, median, max)."""
+    rows = []
+    keys = sorted({(r["dataset"], r["split"]) for r in records}, key=lambda k: (k[0], SPLITS.index(k[1])))
+    for dataset, split in keys:
+        part = [r for r in records if r["dataset"] == dataset and r["split"] == split]
+        lengths = context_token_lengths(part, tokenizer)
+        flags = [r["contested"] for r in part if r["contested"] is not None]
+        rows.append(
+            {
+                "dataset": dataset,
+                "split": split,
+                "records": len(part),
+                "users": len({r["user_id"] for r in part}),
+                "contested_share": sum(flags) / len(flags) if flags else None,
+                "context_pairs_mean": mean(len(r.get("context_pairs", [])) for r in part),
+                "context_tokens_mean": mean(lengths),
+                "context_tokens_median": median(lengths),
+                "context_tokens_max": max(lengths),
+            }
+        )
+    return rows
+
+
+def format_record(record: dict, max_chars: int = 600) -> str:
+    """A record as Markdown: user, split, ground truth, the context text and the eval pair."""
+
+    def cut(text: str) -> str:
+        return text if len(text) <= max_chars else text[:max_chars] + " [...]"
+
+    truth = record["ground_truth"]
+    lines = [
+        f"**{record['dataset']}** / `{record['split']}` / user `{record['user_id']}`"
+        + (f" / contested: {record['contested']}" if record["contested"] is not None else ""),
+        "",
+        f"*Ground truth:* {truth['description']}" if truth else "*Ground truth:* none (real user)",
+        "",
+        "*Context* (" + record.get("context_kind", "pairs") + "):",
+        "",
+        "```text\n" + cut(record["context"]) + "\n```",
+        "",
+        f"*Eval prompt:* {record['eval_prompt']}",
+        "",
+        f"- chosen: {cut(record['eval_chosen'])}",
+        f"- rejected: {cut(record['eval_rejected'])}",
+    ]
+    return "\n".join(lines)
