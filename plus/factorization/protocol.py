@@ -318,7 +318,7 @@ class _VplModel(nn.Module):
         """chosen, rejected (B, n, H) features, mask (B, n) True = a real answer -> mu, log var (B, Z)."""
         tokens = self.pair_mlp(torch.cat([chosen, rejected], -1))  # (B, n, D)
         tokens = torch.cat([self.empty.expand(len(tokens), -1, -1), tokens], 1)  # (B, n + 1, D)
-        keep = torch.cat([torch.ones_like(mask[:, :1]), mask], 1)  # (B, n + 1)
+        keep = torch.cat([torch.ones(len(mask), 1, dtype=torch.bool), mask], 1)  # (B, n + 1)
         attended, _ = self.attention(tokens, tokens, tokens, key_padding_mask=~keep)
         pooled = (attended * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)  # (B, D)
         mu, log_var = self.posterior(pooled).chunk(2, -1)
