@@ -2,7 +2,7 @@
 
 See `plus.data.schema` for the record fields and `SPLITS`; each builder module documents its construction:
 `plus.data.pets` (Pets, Pets-OOD), `plus.data.attributes` (UF-P-like synthetic users, PReF's Attributes, the
-response bank with ground-truth rewards).
+response bank with ground-truth rewards), `plus.data.ultrafeedback` (UF-P-2/4) and `plus.data.prism` (PRISM).
 """
 
 from plus.data.attributes import (
@@ -20,6 +20,7 @@ from plus.data.attributes import (
     user_ground_truth,
 )
 from plus.data.pets import ANIMALS, PETS_PROMPT, animal_of, build_pets, pet_sentences
+from plus.data.prism import PRISM_HUB, build_prism
 from plus.data.registry import DATASETS, build_dataset, profile_sizes
 from plus.data.schema import (
     REQUIRED_FIELDS,
@@ -34,6 +35,7 @@ from plus.data.schema import (
     write_jsonl,
 )
 from plus.data.stats import context_token_lengths, format_record, summarize_splits
+from plus.data.ultrafeedback import UF_DIMENSIONS, UF_PREFERENCES_HUB, UF_RATINGS_HUB, build_ultrafeedback, load_table
 
 __all__ = [
     "ANIMALS",
@@ -46,7 +48,14 @@ __all__ = [
     "RecordError",
     "Response",
     "ResponseBank",
+    "PRISM_HUB",
+    "UF_DIMENSIONS",
+    "UF_PREFERENCES_HUB",
+    "UF_RATINGS_HUB",
     "animal_of",
+    "build_prism",
+    "build_ultrafeedback",
+    "load_table",
     "build_attribute_users",
     "build_dataset",
     "build_pets",

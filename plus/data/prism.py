@@ -1,0 +1,137 @@
+"""PRISM (real users) from ``HannahRoseKirk/prism-alignment``, ``conversations`` config, as PLUS uses it.
+
+Each conversation has a ``user_id``, a ``conversation_id`` and a ``conversation_history``: a list of turns'
+messages ``{"turn", "role" ("user" or "model"), "content", "score", "if_chosen", ...}``; in every turn the user
+rated several model responses (1-100) and chose one to continue with.
+
+- Pairs of a conversation: in each turn, the user's message is the prompt, the chosen response (``if_chosen``) is
+  ``chosen`` and every response of the same turn with a strictly lower score is a ``rejected`` (ties dropped).
+  The prompt is the turn's user message alone (earlier turns are not prepended).
+- Context: ``num_context_conversations`` (3) *other* conversations of the same user, each contributing the pair
+  of its opening turn with the largest score gap (chosen vs its lowest-rated alternative), rendered as labelled
+  pairs.
+- Users with fewer than ``num_context_conversations + 2`` conversations that yield pairs are dropped (a seen user
+  needs a held-out conversation and a train conversation with three other train conversations as context).
+- Splits (``random.Random(seed)``): a share ``new_user_fraction`` of users is held out (``test_new_users``: every
+  one of their conversations is a target in turn). For seen users one conversation is held out (``test``), the
+  rest are targets in ``train``; contexts are drawn from the user's train conversations only.
+
+Records: one per target pair (reward, train and eval pair alike); ``ground_truth`` None; ``contested`` None
+(there is no population-level label); ``pair_id`` = ``<conversation_id>:<turn>:<rejected index>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from pathlib import Path
+
+from plus.data.schema import RecordError, make_record
+from plus.data.ultrafeedback import load_table
+
+logger = logging.getLogger(__name__)
+
+PRISM_HUB = "HannahRoseKirk/prism-alignment"
+
+
+def conversation_pairs(history: list[dict], where: str) -> list[tuple[int, int, dict, float]]:
+    """``(turn, rejected index, {"prompt", "chosen", "rejected"}, score gap)`` for every strictly-ordered pair of a
+    conversation history; an error names ``where`` and the broken field."""
+    turns: dict[int, dict] = defaultdict(lambda: {"prompt": None, "models": []})
+    for m, message in enumerate(history):
+        try:
+            turn, role, content = int(message["turn"]), message["role"], message["content"]
+        except (KeyError, TypeError, ValueError):
+            raise RecordError(f"{where}: conversation_history[{m}] needs 'turn', 'role' and 'content'") from None
+        if role == "user":
+            turns[turn]["prompt"] = content
+        elif role == "model":
+            turns[turn]["models"].append(message)
+        else:
+            raise RecordError(f"{where}: conversation_history[{m}]: field 'role' is {role!r}; expected user or model")
+    out = []
+    for turn in sorted(turns):
+        prompt, models = turns[turn]["prompt"], turns[turn]["models"]
+        chosen = [m for m in models if m.get("if_chosen")]
+        if not prompt or len(chosen) != 1 or chosen[0].get("score") is None:
+            continue
+        best = chosen[0]
+        for k, other in enumerate(models):
+            if other is best or other.get("score") is None or other["score"] >= best["score"]:
+                continue
+            if other["content"].strip() and other["content"] != best["content"]:
+                pair = {"prompt": prompt, "chosen": best["content"], "rejected": other["content"]}
+                out.append((turn, k, pair, float(best["score"]) - float(other["score"])))
+    return out
+
+
+def build_prism(
+    source: str | Path = PRISM_HUB,
+    seed: int = 0,
+    new_user_fraction: float = 0.1,
+    num_context_conversations: int = 3,
+    max_pairs_per_conversation: int | None = None,
+) -> list[dict]:
+    """PRISM records (``dataset`` = ``prism``): splits ``train``, ``test`` and ``test_new_users``; see the module
+    docstring. ``source`` is the hub id (``conversations`` config) or a local copy of that config."""
+    if not 0.0 <= new_user_fraction < 1.0:
+        raise ValueError(f"new_user_fraction must be in [0, 1), got {new_user_fraction}")
+    is_file = Path(source).is_file()
+    table = load_table(source, None if is_file else "conversations")
+    by_user: dict[str, list[tuple[str, list]]] = defaultdict(list)
+    for i, row in enumerate(table):
+        where = f"{source} row {i}"
+        for field in ("user_id", "conversation_id", "conversation_history"):
+            if field not in row:
+                raise RecordError(f"{where}: field {field!r} missing (PRISM conversations schema)")
+        pairs = conversation_pairs(row["conversation_history"], where)
+        if pairs:
+            by_user[str(row["user_id"])].append((str(row["conversation_id"]), pairs))
+    rng = random.Random(f"prism-{seed}")
+    users = sorted(u for u, convs in by_user.items() if len(convs) >= num_context_conversations + 2)
+    logger.info("PRISM: %d users with enough conversations of %d", len(users), len(by_user))
+    rng.shuffle(users)
+    num_new = round(new_user_fraction * len(users))
+    new_users = set(users[:num_new])
+
+    def context_pair(pairs: list) -> dict:
+        opening = min(turn for turn, *_ in pairs)
+        return max((x for x in pairs if x[0] == opening), key=lambda x: x[3])[2]
+
+    records = []
+    for user in sorted(users):
+        convs = sorted(by_user[user])
+        if user in new_users:
+            targets = [("test_new_users", c) for c in range(len(convs))]
+            context_pool = list(range(len(convs)))
+        else:
+            held = rng.randrange(len(convs))
+            targets = [("test" if c == held else "train", c) for c in range(len(convs))]
+            context_pool = [c for c in range(len(convs)) if c != held]
+        for split, c in targets:
+            others = [k for k in context_pool if k != c]
+            if len(others) < num_context_conversations:
+                continue
+            chosen_convs = rng.sample(others, num_context_conversations)
+            context = [context_pair(convs[k][1]) for k in chosen_convs]
+            conversation_id, pairs = convs[c]
+            if max_pairs_per_conversation is not None:
+                pairs = pairs[:max_pairs_per_conversation]
+            for turn, k, pair, _ in pairs:
+                records.append(
+                    make_record(
+                        dataset="prism",
+                        split=split,
+                        user_id=user,
+                        context_pairs=context,
+                        context_flips=[rng.random() < 0.5 for _ in context],
+                        train=pair,
+                        eval=pair,
+                        ground_truth=None,
+                        contested=None,
+                        pair_id=f"{conversation_id}:{turn}:{k}",
+                        context_conversation_ids=[convs[k][0] for k in chosen_convs],
+                    )
+                )
+    return records

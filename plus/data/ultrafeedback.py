@@ -1,0 +1,172 @@
+"""UF-P-2 and UF-P-4 from the two UltraFeedback hub sets, as the PLUS reference describes.
+
+1. Pairs: ``argilla/ultrafeedback-binarized-preferences-cleaned`` (``prompt``, ``chosen`` and ``rejected`` as
+   chat-message lists whose last assistant turn is the response).
+2. Ratings: ``openbmb/UltraFeedback`` (``instruction`` and ``completions``, each completion with ``response`` and
+   ``annotations[dimension]["Rating"]``, a string "1"-"5" or "N/A"), joined on (prompt, response text) after
+   stripping whitespace. A pair whose prompt or either response has no rating row is dropped.
+3. A user = one rating dimension (``helpfulness``, ``honesty``, ``instruction_following``, ``truthfulness``).
+   A pair with "N/A" for any of the population's dimensions is dropped; otherwise each user prefers the response
+   with the higher rating, ties broken by a fair coin (``random.Random(seed)``, in pair order).
+4. Only pairs on which the users disagree are kept (so every record is ``contested``).
+5. 10% of the kept pairs go to ``test`` (a permutation from ``random.Random(seed)``, seed 42 by default).
+
+Records: one per (user, pair): the pair is the record's reward, train and eval pair; the context is 2-4 other
+pairs of the same user from the same split (rendered with `plus.data.schema.render_context`). ``ground_truth`` is
+None (real annotations); ``pair_id`` is the pair's index in the argilla set.
+
+Sources are hub ids or local copies: a folder `datasets.load_dataset` understands, or one ``.json``/``.jsonl``/
+``.parquet``/``.csv`` file.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+from plus.data.schema import RecordError, make_record
+
+logger = logging.getLogger(__name__)
+
+UF_DIMENSIONS: tuple[str, ...] = ("helpfulness", "honesty", "instruction_following", "truthfulness")
+UF_PREFERENCES_HUB = "argilla/ultrafeedback-binarized-preferences-cleaned"
+UF_RATINGS_HUB = "openbmb/UltraFeedback"
+UF_POPULATION_DIMENSIONS: dict[str, tuple[str, ...]] = {
+    "uf-p-2": ("helpfulness", "honesty"),
+    "uf-p-4": UF_DIMENSIONS,
+}
+
+
+def load_table(source: str | Path, config_name: str | None = None, split: str = "train"):
+    """A `datasets.Dataset` from a hub id, a local folder, or one data file (.json/.jsonl/.parquet/.csv)."""
+    import datasets
+
+    path = Path(source)
+    suffixes = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+    if path.is_file():
+        if path.suffix not in suffixes:
+            raise ValueError(f"{path}: unsupported data file type {path.suffix!r}; use one of {sorted(suffixes)}")
+        return datasets.load_dataset(suffixes[path.suffix], data_files=str(path), split=split)
+    return datasets.load_dataset(str(source), config_name, split=split)
+
+
+def _response(messages, where: str, field: str) -> str:
+    if isinstance(messages, str):
+        return messages
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        raise RecordError(f"{where}: field {field!r}: expected a list of chat messages, got {messages!r:.80}")
+    return messages[-1].get("content") or ""
+
+
+def _rating(completion: dict, dimension: str, where: str) -> float | None:
+    try:
+        value = completion["annotations"][dimension]["Rating"]
+    except (KeyError, TypeError):
+        raise RecordError(f"{where}: field 'annotations.{dimension}.Rating' missing") from None
+    if value in ("N/A", None, ""):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise RecordError(f"{where}: field 'annotations.{dimension}.Rating': not a number or N/A: {value!r}") from None
+
+
+def build_ultrafeedback(
+    dimensions: tuple[str, ...] | str = "uf-p-2",
+    preferences_source: str | Path = UF_PREFERENCES_HUB,
+    ratings_source: str | Path = UF_RATINGS_HUB,
+    seed: int = 42,
+    test_fraction: float = 0.1,
+    context_sizes: tuple[int, int] = (2, 4),
+    max_pairs: int | None = None,
+) -> list[dict]:
+    """UF-P records (``dimensions`` = ``"uf-p-2"``, ``"uf-p-4"`` or a tuple of `UF_DIMENSIONS`); see the module
+    docstring. ``max_pairs`` keeps the first that many disagreeing pairs (before the test split)."""
+    name = dimensions if isinstance(dimensions, str) else "uf-p-custom"
+    if isinstance(dimensions, str):
+        if dimensions not in UF_POPULATION_DIMENSIONS:
+            raise ValueError(f"Unknown population {dimensions!r}; choose {sorted(UF_POPULATION_DIMENSIONS)}")
+        dimensions = UF_POPULATION_DIMENSIONS[dimensions]
+    unknown = [d for d in dimensions if d not in UF_DIMENSIONS]
+    if unknown or len(dimensions) < 2:
+        raise ValueError(f"Need at least two dimensions from {UF_DIMENSIONS}, got {dimensions}")
+    low, high = context_sizes
+    ratings: dict[tuple[str, str], dict] = {}
+    for i, row in enumerate(load_table(ratings_source)):
+        where = f"{ratings_source} row {i}"
+        if "instruction" not in row or "completions" not in row:
+            raise RecordError(f"{where}: needs fields 'instruction' and 'completions' (openbmb/UltraFeedback schema)")
+        for j, completion in enumerate(row["completions"]):
+            ratings[(row["instruction"].strip(), completion["response"].strip())] = {
+                d: _rating(completion, d, f"{where} completion {j}") for d in dimensions
+            }
+    coin = random.Random(seed)
+    pairs, unmatched, missing, agreed = [], 0, 0, 0
+    for i, row in enumerate(load_table(preferences_source)):
+        where = f"{preferences_source} row {i}"
+        for field in ("prompt", "chosen", "rejected"):
+            if field not in row:
+                raise RecordError(f"{where}: field {field!r} missing (argilla UltraFeedback schema)")
+        prompt = row["prompt"].strip()
+        a, b = _response(row["chosen"], where, "chosen").strip(), _response(row["rejected"], where, "rejected").strip()
+        if not (prompt and a and b) or a == b:
+            unmatched += 1
+            continue
+        ra, rb = ratings.get((prompt, a)), ratings.get((prompt, b))
+        if ra is None or rb is None:
+            unmatched += 1
+            continue
+        if any(ra[d] is None or rb[d] is None for d in dimensions):
+            missing += 1
+            continue
+        labels = {d: ra[d] > rb[d] if ra[d] != rb[d] else coin.random() < 0.5 for d in dimensions}  # True: a wins
+        if len(set(labels.values())) == 1:
+            agreed += 1
+            continue
+        pairs.append({"pair_id": str(i), "prompt": prompt, "a": a, "b": b, "labels": labels})
+        if max_pairs is not None and len(pairs) >= max_pairs:
+            break
+    logger.info(
+        "UltraFeedback %s: %d disagreeing pairs kept; %d unmatched, %d with N/A, %d agreed dropped",
+        name,
+        len(pairs),
+        unmatched,
+        missing,
+        agreed,
+    )
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    num_test = round(test_fraction * len(pairs))
+    test_ids = set(order[:num_test])
+    rng = random.Random(f"uf-context-{seed}")
+    records = []
+    for split in ("train", "test"):
+        part = [p for k, p in enumerate(pairs) if (k in test_ids) == (split == "test")]
+        for user in dimensions:
+            oriented = [
+                {"prompt": p["prompt"], "chosen": p["a"], "rejected": p["b"]}
+                if p["labels"][user]
+                else {"prompt": p["prompt"], "chosen": p["b"], "rejected": p["a"]}
+                for p in part
+            ]
+            if len(oriented) < low + 1:
+                raise ValueError(f"Split {split!r} has {len(oriented)} pairs; a context needs at least {low} others")
+            for k, pair in enumerate(oriented):
+                others = [j for j in range(len(oriented)) if j != k]
+                context = [oriented[j] for j in rng.sample(others, min(len(others), rng.randint(low, high)))]
+                records.append(
+                    make_record(
+                        dataset=name,
+                        split=split,
+                        user_id=user,
+                        context_pairs=context,
+                        context_flips=[rng.random() < 0.5 for _ in context],
+                        train=pair,
+                        eval=pair,
+                        ground_truth=None,
+                        contested=True,
+                        pair_id=part[k]["pair_id"],
+                    )
+                )
+    return records

@@ -1,0 +1,115 @@
+"""UF-P and PRISM builders on small fixture files written in the hubs' schemas (tests/fixtures)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from plus.data import RecordError, build_prism, build_ultrafeedback, write_jsonl
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PAIRS, RATINGS = FIXTURES / "ultrafeedback_pairs.jsonl", FIXTURES / "ultrafeedback_ratings.jsonl"
+PRISM = FIXTURES / "prism_conversations.jsonl"
+
+
+def _uf(population="uf-p-2", **kwargs):
+    return build_ultrafeedback(population, PAIRS, RATINGS, test_fraction=0.3, **kwargs)
+
+
+def _ratings():
+    out = {}
+    for line in RATINGS.read_text().splitlines():
+        row = json.loads(line)
+        for c in row["completions"]:
+            out[(row["instruction"].strip(), c["response"].strip())] = {
+                d: v["Rating"] for d, v in c["annotations"].items()
+            }
+    return out
+
+
+@pytest.mark.parametrize("population", ["uf-p-2", "uf-p-4"])
+def test_uf_labels_follow_ratings_and_every_pair_is_disagreed(population):
+    records, ratings = _uf(population), _ratings()
+    assert records and all(r["contested"] and r["ground_truth"] is None for r in records)
+    by_pair = {}
+    for r in records:
+        a, b = ratings[(r["eval_prompt"], r["eval_chosen"])], ratings[(r["eval_prompt"], r["eval_rejected"])]
+        assert a[r["user_id"]] != "N/A" and b[r["user_id"]] != "N/A"
+        assert float(a[r["user_id"]]) >= float(b[r["user_id"]])  # equal only for a coin-broken tie
+        by_pair.setdefault(r["pair_id"], set()).add(r["eval_chosen"])
+    assert all(len(chosen) == 2 for chosen in by_pair.values())  # the users disagree on every kept pair
+    users = {"uf-p-2": 2, "uf-p-4": 4}[population]
+    assert all(sum(r["pair_id"] == p for r in records) == users for p in by_pair)
+
+
+def test_uf_drops_na_and_unmatched_pairs_and_splits_pairs_disjointly():
+    records, ratings = _uf("uf-p-4"), _ratings()
+    pair_ids = {r["pair_id"] for r in records}
+    assert "36" not in pair_ids  # the fixture's last pair has no rating row
+    pairs = [json.loads(line) for line in PAIRS.read_text().splitlines()]
+    for i, row in enumerate(pairs[:-1]):
+        a = ratings[(row["prompt"], row["chosen"][-1]["content"].strip())]
+        b = ratings[(row["prompt"], row["rejected"][-1]["content"].strip())]
+        if any("N/A" in (a[d], b[d]) for d in a):
+            assert str(i) not in pair_ids
+    train = {r["pair_id"] for r in records if r["split"] == "train"}
+    test = {r["pair_id"] for r in records if r["split"] == "test"}
+    assert not train & test and len(test) == round(0.3 * len(pair_ids))
+
+
+def test_uf_same_seed_gives_identical_files(tmp_path):
+    a = write_jsonl(_uf(seed=42), tmp_path / "a.jsonl")
+    b = write_jsonl(_uf(seed=42), tmp_path / "b.jsonl")
+    c = write_jsonl(_uf(seed=1), tmp_path / "c.jsonl")
+    assert a.read_bytes() == b.read_bytes() != c.read_bytes()
+
+
+def test_uf_malformed_rating_names_row_and_field(tmp_path):
+    rows = [json.loads(line) for line in RATINGS.read_text().splitlines()]
+    rows[2]["completions"][1]["annotations"]["honesty"]["Rating"] = "excellent"
+    bad = tmp_path / "ratings.jsonl"
+    bad.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(RecordError, match=r"row 2 completion 1: field 'annotations.honesty.Rating'"):
+        build_ultrafeedback("uf-p-2", PAIRS, bad)
+
+
+def _scores():
+    out = {}
+    for line in PRISM.read_text().splitlines():
+        row = json.loads(line)
+        for m in row["conversation_history"]:
+            if m["role"] == "model":
+                out[m["content"]] = m["score"]
+    return out
+
+
+def test_prism_labels_follow_scores_and_splits_hold():
+    records, scores = build_prism(PRISM, seed=0, new_user_fraction=0.2), _scores()
+    assert all(scores[r["eval_chosen"]] > scores[r["eval_rejected"]] for r in records)
+    assert all(scores[p["chosen"]] > scores[p["rejected"]] for r in records for p in r["context_pairs"])
+    assert all(len(r["context_pairs"]) == 3 for r in records)
+    assert "user0" not in {r["user_id"] for r in records}  # two conversations: not enough for a context
+    train_users = {r["user_id"] for r in records if r["split"] == "train"}
+    new_users = {r["user_id"] for r in records if r["split"] == "test_new_users"}
+    assert new_users and not train_users & new_users
+    assert {r["user_id"] for r in records if r["split"] == "test"} == train_users
+    for user in train_users:
+        mine = [r for r in records if r["user_id"] == user]
+        test_convs = {r["pair_id"].split(":")[0] for r in mine if r["split"] == "test"}
+        train_convs = {r["pair_id"].split(":")[0] for r in mine if r["split"] == "train"}
+        assert len(test_convs) == 1 and train_convs and not test_convs & train_convs
+        for r in mine:  # contexts come from the user's train conversations, never the target's own
+            assert r["pair_id"].split(":")[0] not in r["context_conversation_ids"]
+            assert set(r["context_conversation_ids"]) <= train_convs
+
+
+def test_prism_same_seed_gives_identical_files_and_bad_file_is_named(tmp_path):
+    a = write_jsonl(build_prism(PRISM, seed=3), tmp_path / "a.jsonl")
+    b = write_jsonl(build_prism(PRISM, seed=3), tmp_path / "b.jsonl")
+    assert a.read_bytes() == b.read_bytes()
+    rows = [json.loads(line) for line in PRISM.read_text().splitlines()]
+    rows[4]["conversation_history"][0]["role"] = "assistant"
+    bad = tmp_path / "prism.jsonl"
+    bad.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(RecordError, match=r"row 4: conversation_history\[0\]: field 'role'"):
+        build_prism(bad)
