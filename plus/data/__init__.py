@@ -2,7 +2,8 @@
 
 See `plus.data.schema` for the record fields and `SPLITS`; each builder module documents its construction:
 `plus.data.pets` (Pets, Pets-OOD), `plus.data.attributes` (UF-P-like synthetic users, PReF's Attributes, the
-response bank with ground-truth rewards), `plus.data.ultrafeedback` (UF-P-2/4) and `plus.data.prism` (PRISM).
+response bank with ground-truth rewards), `plus.data.ultrafeedback` (UF-P-2/4),
+`plus.data.prism` (PRISM) and `plus.data.flexible` (unlabelled conversations and user guides as contexts).
 """
 
 from plus.data.attributes import (
@@ -19,6 +20,7 @@ from plus.data.attributes import (
     pref_users,
     user_ground_truth,
 )
+from plus.data.flexible import FLEXIBLE_KINDS, build_flexible_contexts
 from plus.data.pets import ANIMALS, PETS_PROMPT, animal_of, build_pets, pet_sentences
 from plus.data.prism import PRISM_HUB, build_prism
 from plus.data.registry import DATASETS, build_dataset, profile_sizes
@@ -52,7 +54,9 @@ __all__ = [
     "UF_DIMENSIONS",
     "UF_PREFERENCES_HUB",
     "UF_RATINGS_HUB",
+    "FLEXIBLE_KINDS",
     "animal_of",
+    "build_flexible_contexts",
     "build_prism",
     "build_ultrafeedback",
     "load_table",

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from functools import partial
 
 from plus.data.attributes import build_attribute_users, build_pref_attributes
+from plus.data.flexible import build_flexible_contexts
 from plus.data.pets import build_pets
 
 DATASETS: dict[str, Callable[..., list[dict]]] = {
@@ -14,6 +15,10 @@ DATASETS: dict[str, Callable[..., list[dict]]] = {
     "uf-p-2-synthetic": partial(build_attribute_users, "uf-p-2"),
     "uf-p-4-synthetic": partial(build_attribute_users, "uf-p-4"),
     "attributes": build_pref_attributes,
+    "uf-p-2-synthetic-conversations": partial(build_flexible_contexts, "uf-p-2", "conversations"),
+    "uf-p-2-synthetic-user-guide": partial(build_flexible_contexts, "uf-p-2", "user_guide"),
+    "uf-p-4-synthetic-conversations": partial(build_flexible_contexts, "uf-p-4", "conversations"),
+    "uf-p-4-synthetic-user-guide": partial(build_flexible_contexts, "uf-p-4", "user_guide"),
 }
 """Offline synthetic data sets: name -> builder taking ``seed`` and size keywords."""
 
