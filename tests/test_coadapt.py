@@ -1,0 +1,261 @@
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from plus.coadapt import CoadaptConfig, RolloutBatch, evaluate_plus, train_plus
+from plus.models import load_causal_lm
+from plus.reward_model import RewardModelConfig
+
+
+class ByteRewardModel(nn.Module):
+    """A tiny trainable reward model with the `SummaryRewardModel.score` interface: mean byte embeddings of the
+    summary and the response, r = <e(z), e(y)> + w . e(y). It logs every call (mode, grad, summaries, a copy of
+    its parameters) so the tests can see the order of the co-adaptation steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(1)
+        self.summary = nn.EmbeddingBag(257, 8, mode="mean")
+        self.response = nn.EmbeddingBag(257, 8, mode="mean")
+        self.linear = nn.Linear(8, 1)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
+        self.calls: list[dict] = []
+
+    @staticmethod
+    def _bag(layer: nn.EmbeddingBag, texts: list[str]) -> torch.Tensor:
+        ids = [[b + 1 for b in text.encode()] or [0] for text in texts]  # 0 marks an empty text
+        offsets = torch.tensor([0] + [len(i) for i in ids[:-1]]).cumsum(0)
+        return layer(torch.tensor([b for i in ids for b in i]), offsets)  # (B, 8)
+
+    def parameter_vector(self) -> torch.Tensor:
+        return torch.cat([p.detach().flatten() for p in self.parameters()]).clone()
+
+    def score(self, summaries, prompts, responses):
+        self.calls.append(
+            {
+                "training": self.training,
+                "grad": torch.is_grad_enabled(),
+                "summaries": list(summaries),
+                "parameters": self.parameter_vector(),
+            }
+        )
+        z = self._bag(self.summary, [s or "" for s in summaries])
+        y = self._bag(self.response, list(responses))
+        return (z * y).sum(-1) + self.linear(y).squeeze(-1)  # (B,)
+
+
+def _records(n: int = 8) -> list[dict]:
+    records = []
+    for i in range(n):
+        likes, dislikes = ("dogs", "cats") if i % 2 else ("cats", "dogs")
+        pair = {"prompt": "A pet?", "chosen": f"I love {likes}.", "rejected": f"I love {dislikes}."}
+        records.append(
+            {
+                "context": f"The user preferred a sentence about {likes} to one about {dislikes}.",
+                "reward_prompt": pair["prompt"],
+                "chosen": pair["chosen"],
+                "rejected": pair["rejected"],
+                "train_prompt": pair["prompt"],
+                "train_chosen": pair["chosen"],
+                "train_rejected": pair["rejected"],
+                "eval_prompt": pair["prompt"],
+                "eval_chosen": pair["chosen"],
+                "eval_rejected": pair["rejected"],
+                "user_id": likes,
+                "split": "train" if i < n // 2 else "test",
+            }
+        )
+    return records
+
+
+def _config(**overrides) -> CoadaptConfig:
+    values = dict(
+        summarizer_model="tiny-chat-lm",
+        reward_model=RewardModelConfig(backbone="tiny-encoder", max_length=64),
+        rollout_batch_size=4,
+        train_batch_size=2,
+        micro_batch_size=2,
+        max_summary_tokens=4,
+        actor_lr=1e-3,
+        critic_lr=1e-3,
+        reward_lr=1e-2,
+        warmup_ratio=0.0,
+        num_episodes=1,
+    )
+    return CoadaptConfig(**(values | overrides))
+
+
+def _policy_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _changed(before: dict[str, torch.Tensor], model: nn.Module) -> bool:
+    after = {n.replace("base_model.model.", "").replace(".base_layer", ""): p for n, p in model.named_parameters()}
+    return any(not torch.equal(before[n], after[n]) for n in before if n in after)
+
+
+def test_reward_is_computed_before_the_rm_step_and_rm_trains_on_the_same_summaries(tmp_path):
+    reward_model, initial = ByteRewardModel(), ByteRewardModel()  # `initial` is an identical copy that never trains
+    seen: dict[int, tuple[list[dict], RolloutBatch]] = {}
+    train_plus(
+        _config(), _records(), tmp_path, reward_model=reward_model, on_rollout=lambda s, r, b: seen.update({s: (r, b)})
+    )
+    # The first rollout's reward is the clipped log sigmoid margin of the reward model before any update.
+    records, batch = seen[0]
+    summaries, rows = batch.summaries, [records[i] for i in batch.record_index]
+    chosen = initial.score(summaries, [r["reward_prompt"] for r in rows], [r["chosen"] for r in rows])
+    rejected = initial.score(summaries, [r["reward_prompt"] for r in rows], [r["rejected"] for r in rows])
+    assert torch.allclose(batch.scores, F.logsigmoid(chosen - rejected).clamp(-10, 10).detach(), atol=1e-6)
+    # Each step (4 rows, micro-batches of 2, train batches of 2): 2 eval/no-grad scoring calls, then 2 training
+    # calls with gradients on exactly the same summaries, starting from the parameters that scored them.
+    calls = reward_model.calls
+    assert len(calls) == 2 * 4
+    for step in range(2):
+        scoring, training = calls[4 * step : 4 * step + 2], calls[4 * step + 2 : 4 * step + 4]
+        assert all(not c["grad"] and not c["training"] for c in scoring)
+        assert all(c["grad"] and c["training"] for c in training)
+        half = [c["summaries"][: len(c["summaries"]) // 2] for c in scoring + training]  # chosen half of each call
+        assert half[0] + half[1] == half[2] + half[3] == seen[step][1].summaries
+        assert torch.equal(scoring[0]["parameters"], training[0]["parameters"])
+        assert not torch.equal(training[0]["parameters"], training[1]["parameters"])  # the first update moved it
+    assert not torch.equal(calls[0]["parameters"], calls[4]["parameters"])
+
+
+def _base_policy() -> dict[str, torch.Tensor]:
+    return _policy_parameters(load_causal_lm("tiny-chat-lm", device="cpu")[0])
+
+
+def test_ppo_loss_is_finite_and_both_models_change(tmp_path):
+    reward_model = ByteRewardModel()
+    before = reward_model.parameter_vector()
+    result = train_plus(_config(), _records(), tmp_path, reward_model=reward_model)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2]
+    for key in ("losses/policy", "losses/value", "reward_model/loss", "summarizer/kl", "summarizer/entropy"):
+        assert all(math.isfinite(row[key]) for row in rows), key
+    for key in ("summarizer/reward", "summarizer/length", "reward_model/accuracy", "perf/tokens_per_second"):
+        assert key in rows[0]
+    # The random tiny model never writes the marker: every summary is flagged (here, cut off or marker-less).
+    assert rows[0]["summarizer/no_marker_fraction"] + rows[0]["summarizer/empty_fraction"] == 1.0
+    assert _changed(_base_policy(), result.policy)
+    assert not torch.equal(before, reward_model.parameter_vector())
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "final" / "actor.safetensors").exists()
+
+
+def test_frozen_summarizer_switch_freezes_exactly_the_summarizer(tmp_path):
+    reward_model = ByteRewardModel()
+    before = reward_model.parameter_vector()
+    result = train_plus(_config(train_summarizer=False), _records(), tmp_path, reward_model=reward_model)
+    assert not _changed(_base_policy(), result.policy)
+    assert not torch.equal(before, reward_model.parameter_vector())
+    row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert "losses/policy" not in row and "reward_model/loss" in row
+
+
+def test_frozen_reward_model_switch_freezes_exactly_the_reward_model(tmp_path):
+    reward_model = ByteRewardModel()
+    before = reward_model.parameter_vector()
+    result = train_plus(
+        _config(train_reward_model=False, separate_critic=False), _records(), tmp_path, reward_model=reward_model
+    )
+    assert _changed(_base_policy(), result.policy)
+    assert torch.equal(before, reward_model.parameter_vector())
+    row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert "losses/policy" in row and "reward_model/loss" not in row
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    config = _config(separate_critic=False, checkpoint_every=1, num_episodes=2)  # 4 rollout batches
+    whole = train_plus(config, _records(), tmp_path / "whole", reward_model=ByteRewardModel())
+    first = train_plus(config, _records(), tmp_path / "split", reward_model=ByteRewardModel(), stop_after=2)
+    assert first.num_steps == 2 and not (tmp_path / "split" / "final").exists()
+    resumed_rm = ByteRewardModel()
+    resumed = train_plus(config, _records(), tmp_path / "split", reward_model=resumed_rm)
+    assert resumed.num_steps == 4
+    whole_policy = dict(whole.policy.named_parameters())
+    for name, parameter in resumed.policy.named_parameters():
+        assert torch.equal(parameter, whole_policy[name]), name
+    assert torch.equal(resumed_rm.parameter_vector(), whole.reward_model.parameter_vector())
+    read = lambda path: [json.loads(line) for line in path.read_text().splitlines()]  # noqa: E731
+    drop_time = lambda rows: [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]  # noqa: E731
+    assert drop_time(read(tmp_path / "whole" / "metrics.jsonl")) == drop_time(
+        read(tmp_path / "split" / "metrics.jsonl")
+    )
+
+
+@pytest.mark.slow
+def test_rloo_with_lora_trains_only_the_adapters(tmp_path):
+    config = _config(estimator="rloo", num_samples=2, lora=True, lora_rank=2, actor_lr=1e-2)
+    result = train_plus(config, _records(), tmp_path, reward_model=ByteRewardModel())
+    trainable = {n for n, p in result.policy.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert not _changed(_base_policy(), result.policy)  # the base weights stay put ...
+    lora_b = [p for n, p in result.policy.named_parameters() if "lora_B" in n]
+    assert any(p.abs().sum() > 0 for p in lora_b)  # ... while the adapters (B starts at zero) moved
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(row["losses/policy"]) for row in rows) and "losses/value" not in rows[0]
+
+
+def test_evaluation_writes_summaries_and_accuracy_per_split(tmp_path):
+    policy, tokenizer = load_causal_lm("tiny-chat-lm", device="cpu")
+    records = _records()
+    accuracy = evaluate_plus(policy, tokenizer, ByteRewardModel(), records, 4, output_dir=tmp_path, name="toy")
+    assert set(accuracy) == {
+        f"{m}/{s}" for m in ("sampled", "greedy") for s in ("train", "test", "bad_summary_fraction")
+    }
+    assert all(0 <= v <= 1 for v in accuracy.values())
+    lines = (tmp_path / "summaries-toy-greedy.jsonl").read_text().splitlines()
+    assert len(lines) == len(records) and {"summary", "status", "margin", "correct"} <= set(json.loads(lines[0]))
+    assert json.loads((tmp_path / "accuracy-toy.json").read_text()) == pytest.approx(accuracy)
+
+
+def test_rollout_select_trims_padding_columns():
+    batch = RolloutBatch(
+        record_index=[0, 1],
+        summaries=["a", "b"],
+        statuses=["ok", "ok"],
+        query_ids=torch.tensor([[0, 0, 5], [0, 6, 7]]),
+        query_mask=torch.tensor([[0, 0, 1], [0, 1, 1]]),
+        response_ids=torch.tensor([[1, 2, 0], [3, 0, 0]]),
+        response_mask=torch.tensor([[1, 1, 0], [1, 0, 0]]),
+        scores=torch.zeros(2),
+        margins=torch.zeros(2),
+    )
+    part = batch.select([1])
+    assert part.query_ids.tolist() == [[6, 7]] and part.response_ids.tolist() == [[3]] and part.summaries == ["b"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"estimator": "a2c"}, "estimator"),
+        ({"rollout_batch_size": 6, "train_batch_size": 4}, "multiple"),
+        ({"estimator": "rloo", "num_samples": 1}, "num_samples"),
+        ({"lam": 1.5}, "lam"),
+        ({"actor_lr": 0.0}, "actor_lr"),
+    ],
+)
+def test_bad_config_is_a_clear_error(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _config(**overrides)
+
+
+def test_config_round_trips_through_json():
+    config = _config(lora=True)
+    assert CoadaptConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(config)))) == config
+
+
+def test_a_record_missing_a_field_is_named(tmp_path):
+    records = _records()
+    del records[3]["train_chosen"]
+    with pytest.raises(ValueError, match="record 3: field 'train_chosen'"):
+        train_plus(_config(), records, tmp_path, reward_model=ByteRewardModel())
