@@ -12,7 +12,8 @@
 5. 10% of the kept pairs go to ``test`` (a permutation from ``random.Random(seed)``, seed 42 by default).
 
 Records: one per (user, pair): the pair is the record's reward, train and eval pair; the context is 2-4 other
-pairs of the same user from the same split (rendered with `plus.data.schema.render_context`). ``ground_truth`` is
+pairs of the same user from the *train* split (its history; never the target itself), rendered with
+`plus.data.schema.render_context`. ``ground_truth`` is
 None (real annotations); ``pair_id`` is the pair's index in the argilla set.
 
 Sources are hub ids or local copies: a folder `datasets.load_dataset` understands, or one ``.json``/``.jsonl``/
@@ -70,6 +71,11 @@ def _rating(completion: dict, dimension: str, where: str) -> float | None:
         return float(value)
     except ValueError:
         raise RecordError(f"{where}: field 'annotations.{dimension}.Rating': not a number or N/A: {value!r}") from None
+
+
+def _oriented(pair: dict, user: str) -> dict:
+    a, b = (pair["a"], pair["b"]) if pair["labels"][user] else (pair["b"], pair["a"])
+    return {"prompt": pair["prompt"], "chosen": a, "rejected": b}
 
 
 def build_ultrafeedback(
@@ -140,21 +146,17 @@ def build_ultrafeedback(
     num_test = round(test_fraction * len(pairs))
     test_ids = set(order[:num_test])
     rng = random.Random(f"uf-context-{seed}")
+    part = {"train": [p for k, p in enumerate(pairs) if k not in test_ids]}
+    part["test"] = [p for k, p in enumerate(pairs) if k in test_ids]
+    if len(part["train"]) < high + 1:
+        raise ValueError(f"Only {len(part['train'])} train pairs; contexts of up to {high} pairs need {high + 1}")
     records = []
     for split in ("train", "test"):
-        part = [p for k, p in enumerate(pairs) if (k in test_ids) == (split == "test")]
         for user in dimensions:
-            oriented = [
-                {"prompt": p["prompt"], "chosen": p["a"], "rejected": p["b"]}
-                if p["labels"][user]
-                else {"prompt": p["prompt"], "chosen": p["b"], "rejected": p["a"]}
-                for p in part
-            ]
-            if len(oriented) < low + 1:
-                raise ValueError(f"Split {split!r} has {len(oriented)} pairs; a context needs at least {low} others")
-            for k, pair in enumerate(oriented):
-                others = [j for j in range(len(oriented)) if j != k]
-                context = [oriented[j] for j in rng.sample(others, min(len(others), rng.randint(low, high)))]
+            history = [_oriented(p, user) for p in part["train"]]
+            for k, pair in enumerate(part[split]):
+                others = [j for j in range(len(history)) if split == "test" or j != k]
+                context = [history[j] for j in rng.sample(others, rng.randint(low, high))]
                 records.append(
                     make_record(
                         dataset=name,
@@ -162,11 +164,11 @@ def build_ultrafeedback(
                         user_id=user,
                         context_pairs=context,
                         context_flips=[rng.random() < 0.5 for _ in context],
-                        train=pair,
-                        eval=pair,
+                        train=_oriented(pair, user),
+                        eval=_oriented(pair, user),
                         ground_truth=None,
                         contested=True,
-                        pair_id=part[k]["pair_id"],
+                        pair_id=pair["pair_id"],
                     )
                 )
     return records
