@@ -41,7 +41,7 @@ run: env
 
 # Render the executed notebooks and pages; strict: any Sphinx warning fails the build.
 book: env
-	$(BIN)/jupyter-book build book --config _config.yml --toc book/_toc.yml -W -n --keep-going
+	$(BIN)/jupyter-book build book --config _config.yml --path-output book -W -n --keep-going
 	@echo "Book: $(CURDIR)/book/_build/html/index.html"
 
 test: env
