@@ -78,6 +78,7 @@ class NewUser:
     candidates: torch.Tensor | None = None  # (B, N) response indices: N candidate responses for each of B prompts
     candidate_rewards: torch.Tensor | None = None  # (B, N) the user's ground-truth reward of each candidate
     default: torch.Tensor | None = None  # (B,) the default (unpersonalised) candidate of each prompt
+    num_given: int | None = None  # passive methods get the first num_given questions before the others (None: all)
 
     def __post_init__(self) -> None:
         if len(self.question_pairs) != len(self.question_labels) or len(self.test_pairs) != len(self.test_labels):
@@ -351,9 +352,11 @@ class VplNewUser:
         torch.manual_seed(seed)
         chosen, rejected, user_idx = _population_triples(population)
         per_user = [torch.nonzero(user_idx == u).squeeze(-1) for u in range(population.labels.shape[1])]
-        per_user = [rows for rows in per_user if len(rows) > self.num_targets]
+        per_user = [rows for rows in per_user if len(rows) >= 2]
         if not per_user:
-            raise ValueError(f"VPL needs training users with more than {self.num_targets} non-tie answers")
+            raise ValueError("VPL needs training users with at least 2 non-tie answers")
+        # Targets per user: num_targets, or half the answers of the user with the fewest (small populations).
+        num_targets = min(self.num_targets, min(len(rows) for rows in per_user) // 2)
         model = _VplModel(bank.features.shape[1], self.latent_dim, self.hidden)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.learning_rate)
         feats = bank.features
@@ -362,7 +365,7 @@ class VplNewUser:
             ctx_c, ctx_r, masks, tgt_c, tgt_r = [], [], [], [], []
             for u in picks.tolist():
                 rows = per_user[u][torch.randperm(len(per_user[u]), generator=generator)]
-                targets, rest = rows[: self.num_targets], rows[self.num_targets :]
+                targets, rest = rows[:num_targets], rows[num_targets:]
                 n = int(torch.randint(min(self.max_context, len(rest)) + 1, (1,), generator=generator))
                 ctx = rest[: self.max_context]  # padded to max_context, masked beyond n
                 pad = self.max_context - len(ctx)
@@ -373,7 +376,7 @@ class VplNewUser:
                 tgt_r.append(feats[rejected[targets]])
             mu, log_var = model.encode(torch.stack(ctx_c), torch.stack(ctx_r), torch.stack(masks))  # (B, Z)
             z = mu + (0.5 * log_var).exp() * torch.randn(mu.shape, generator=generator)
-            z = z[:, None].expand(-1, self.num_targets, -1)  # (B, T, Z)
+            z = z[:, None].expand(-1, num_targets, -1)  # (B, T, Z)
             loss = bradley_terry_loss(
                 model.reward(torch.stack(tgt_c), z).flatten(), model.reward(torch.stack(tgt_r), z).flatten()
             )
@@ -436,13 +439,20 @@ def evaluate_new_users(
     """For every method, user and n in answer_counts: the AUC and accuracy on the user's held-out pairs and the
     best-of-N win rate over the default candidate (ground truth of that user), after n answers.
 
-    Passive methods all get the same answers (a random order of the user's question pool, seeded by ``seed`` and
-    the user's position); active methods choose theirs. Methods must be fitted already."""
+    Passive methods all get the same answers (a random order of the user's first ``num_given`` questions, then of
+    the rest, seeded by ``seed`` and the user's position); active methods choose theirs from the whole pool.
+    Methods must be fitted already."""
     rows: list[dict[str, float | int | str]] = []
     max_count = max(answer_counts)
     for position, user in enumerate(users):
         generator = torch.Generator().manual_seed(seed * 100_003 + position)
-        order = torch.randperm(len(user.question_pairs), generator=generator)
+        given = len(user.question_pairs) if user.num_given is None else user.num_given
+        order = torch.cat(
+            [
+                torch.randperm(given, generator=generator),
+                given + torch.randperm(len(user.question_pairs) - given, generator=generator),
+            ]
+        )
         for method in methods:
             for n, answered in _answer_order(method, bank, user, max_count, order):
                 if n not in answer_counts:
