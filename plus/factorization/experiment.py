@@ -77,12 +77,14 @@ class PrefExperimentConfig:
     num_best_of_n: int = 8
     """N candidates per prompt for best-of-N; the first is the default response."""
     ablation_factors: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
-    """Values of J in the ablation (active PReF)."""
+    """Values of J in the ablation (active PReF); the full method's J is not refitted."""
+    ablation_counts: tuple[int, ...] = (0, 2, 5, 10, 20, 40)
+    """Numbers of answers at which the ablations are evaluated."""
     num_bt_epochs: int = 300
     """Full-batch epochs of the single BT model."""
     num_pal_epochs: int = 300
     """Full-batch epochs of PAL-B on the training users."""
-    num_vpl_steps: int = 800
+    num_vpl_steps: int = 400
     """Optimiser steps of VPL on the training users."""
     num_threads: int = 1
     """Torch threads for the (many, small) fits; embedding uses the default."""
@@ -117,6 +119,7 @@ def pref_experiment_config(
             answer_counts=(0, 2, 5),
             seeds=seeds,
             ablation_factors=(1, 2),
+            ablation_counts=(0, 5),
             num_bt_epochs=10,
             num_pal_epochs=10,
             num_vpl_steps=5,
@@ -179,8 +182,22 @@ class AttributesProblem:
     texts: list[str]  # response texts, rows of bank.features
 
 
-def build_attributes_problem(config: PrefExperimentConfig, seed: int) -> AttributesProblem:
-    """Records of `plus.data.build_pref_attributes` and the response bank -> features, training matrix, new users."""
+def _embed_cached(texts: list[str], config: PrefExperimentConfig, cache: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Embeddings (N, H) of texts, computing only those not in ``cache`` (which is updated)."""
+    missing = sorted({t for t in texts if t not in cache})
+    if missing:
+        cache.update(
+            zip(missing, embed_texts(missing, config.embedding_model, max_length=config.max_length), strict=True)
+        )
+    return torch.stack([cache[t] for t in texts])
+
+
+def build_attributes_problem(
+    config: PrefExperimentConfig, seed: int, cache: dict[str, torch.Tensor] | None = None
+) -> AttributesProblem:
+    """Records of `plus.data.build_pref_attributes` and the response bank -> features, training matrix, new users.
+    ``cache`` maps texts to raw embeddings and is shared across seeds (banks of different seeds share texts)."""
+    cache = {} if cache is None else cache
     sizes = dict(config.data_sizes)
     records = build_pref_attributes(seed=seed, **sizes)
     bank = build_response_bank(seed, sizes.get("num_candidates", 24))
@@ -190,20 +207,10 @@ def build_attributes_problem(config: PrefExperimentConfig, seed: int) -> Attribu
     by_pair_id = {f"{r.prompt_id}:{r.index}": i for i, r in enumerate(responses)}
     prompts = [bank.prompts[r.prompt_id] for r in responses]
     # phi's input: the prompt and the response together, as a reward model reads them.
-    features = _standardise(
-        embed_texts(
-            [f"{p}\n\n{t}" for p, t in zip(prompts, texts, strict=True)],
-            config.embedding_model,
-            max_length=config.max_length,
-        )
-    )
+    features = _standardise(_embed_cached([f"{p}\n\n{t}" for p, t in zip(prompts, texts, strict=True)], config, cache))
     unique_prompts = sorted(set(prompts))
     prompt_embeddings = dict(
-        zip(
-            unique_prompts,
-            _standardise(embed_texts(unique_prompts, config.embedding_model, max_length=config.max_length)),
-            strict=True,
-        )
+        zip(unique_prompts, _standardise(_embed_cached(unique_prompts, config, cache)), strict=True)
     )
     response_bank = ResponseBank(
         features=features, prompt_features=torch.stack([prompt_embeddings[p] for p in prompts])
@@ -289,8 +296,22 @@ def ablation_methods(config: PrefExperimentConfig) -> list[PrefNewUser]:
         PrefNewUser(replace(config.pref, use_svd=False), name="no SVD"),
         PrefNewUser(replace(config.pref, l2_weight=0.0), name="no L2"),
     ]
-    methods += [PrefNewUser(replace(config.pref, num_factors=j), name=f"J={j}") for j in config.ablation_factors]
+    methods += [
+        PrefNewUser(replace(config.pref, num_factors=j), name=f"J={j}")
+        for j in config.ablation_factors
+        if j != config.pref.num_factors
+    ]
     return methods
+
+
+def ablation_table(result: dict) -> list[dict]:
+    """Per-seed ablation means with a ``J`` column (the full method counts as its own J, the variants as theirs)."""
+    full = result["config"]["pref"]["num_factors"]
+    rows = seed_table(result["ablation_rows"])
+    for row in rows:
+        name = row["method"]
+        row["J"] = int(name[2:]) if name.startswith("J=") else full
+    return rows
 
 
 def run_attributes_experiment(config: PrefExperimentConfig) -> dict:
@@ -299,15 +320,15 @@ def run_attributes_experiment(config: PrefExperimentConfig) -> dict:
     Returns ``{"rows": [...], "ablation_rows": [...], "fit_history": {...}, "timing": {...}, "config": ...}``; a row
     is one (seed, method, user, number of answers) with ``auc``, ``accuracy`` and ``win_rate``."""
     rows, ablation_rows, histories, timing = [], [], {}, {}
-    start_all = time.perf_counter()
+    start_all, cache = time.perf_counter(), {}
     for seed in config.seeds:
         start = time.perf_counter()
-        problem = build_attributes_problem(config, seed)
+        problem = build_attributes_problem(config, seed, cache)
         timing[f"seed{seed}/features_s"] = time.perf_counter() - start
         with torch_threads(config.num_threads):
-            for group, methods, out in (
-                ("methods", default_methods(config), rows),
-                ("ablations", ablation_methods(config), ablation_rows),
+            for group, methods, out, counts in (
+                ("methods", default_methods(config), rows, config.answer_counts),
+                ("ablations", ablation_methods(config), ablation_rows, config.ablation_counts),
             ):
                 start = time.perf_counter()
                 for method in methods:
@@ -316,9 +337,7 @@ def run_attributes_experiment(config: PrefExperimentConfig) -> dict:
                         histories[f"seed{seed}/{group}/{method.name}"] = method.history
                 timing[f"seed{seed}/{group}/fit_s"] = time.perf_counter() - start
                 start = time.perf_counter()
-                for row in evaluate_new_users(
-                    methods, problem.bank, problem.new_users, list(config.answer_counts), seed
-                ):
+                for row in evaluate_new_users(methods, problem.bank, problem.new_users, list(counts), seed):
                     out.append({"seed": seed, **row})
                 timing[f"seed{seed}/{group}/evaluate_s"] = time.perf_counter() - start
         logger.info(

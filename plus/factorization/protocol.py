@@ -256,7 +256,7 @@ class PalNewUser:
     num_prototypes: int = 5
     dim: int = 64
     num_epochs: int = 300
-    num_user_steps: int = 100
+    num_user_steps: int = 50
     learning_rate: float = 3e-3
     model: _PalModel | None = None
 
