@@ -768,8 +768,8 @@ def train_plus(
     differentiable ``score(summaries, prompts, responses) -> (B,)`` works. ``stop_after`` ends this call after
     that many rollout batches in total (a simulated interruption; the run resumes from the checkpoint written
     then). ``on_rollout(step, records, batch)`` sees every rollout batch before the updates (tests, inspection).
-    Writes ``metrics.jsonl``, TensorBoard events under ``tensorboard/``, ``config.json``, the final trainable
-    weights (``final/``) and checkpoints."""
+    Writes ``metrics.jsonl``, the sampled summaries with their rewards (``rollouts.jsonl``), TensorBoard events
+    under ``tensorboard/``, ``config.json``, the final trainable weights (``final/``) and checkpoints."""
     _check_records(records, RECORD_FIELDS, "train")
     if len(records) < config.rollout_batch_size:
         raise ValueError(f"{len(records)} train records is fewer than rollout_batch_size={config.rollout_batch_size}")
@@ -865,6 +865,12 @@ def train_plus(
         metrics["perf/seconds_per_step"] = time.perf_counter() - step_began
         if writer is not None:
             writer.write(step + 1, metrics)
+            with (output_dir / "rollouts.jsonl").open("a") as handle:  # the summaries every step sampled
+                for i, summary in enumerate(batch.summaries):
+                    record = batch_records[batch.record_index[i]]
+                    row = {"step": step + 1, "user_id": record.get("user_id"), "summary": summary}
+                    row |= {"status": batch.statuses[i], "reward": batch.scores[i].item()}
+                    handle.write(json.dumps(row) + "\n")
             for key, value in metrics.items():
                 tensorboard.add_scalar(key, value, step + 1)
         bar.set_postfix(reward=f"{metrics['summarizer/reward']:.3f}", rm_acc=metrics.get("reward_model/accuracy"))

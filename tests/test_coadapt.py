@@ -148,6 +148,8 @@ def test_ppo_loss_is_finite_and_both_models_change(tmp_path):
     assert not torch.equal(before, reward_model.parameter_vector())
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert (tmp_path / "final" / "actor.safetensors").exists()
+    rollouts = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
+    assert len(rollouts) == 8 and {"step", "user_id", "summary", "status", "reward"} <= set(rollouts[0])
 
 
 def test_frozen_summarizer_switch_freezes_exactly_the_summarizer(tmp_path):
