@@ -1,0 +1,314 @@
+"""One evaluation for every reward model: pairwise accuracy on held-out pairs, per split, over seeds.
+
+Pairwise accuracy is the share of held-out pairs with r(chosen) > r(rejected) (strictly: a tie counts as
+wrong), computed on each record's ``eval`` pair. Splits: ``test`` (seen users, held-out pairs),
+``test_new_users``, ``test_new_prompts`` (new topics) and ``test_ood``. Over seeds we report the mean and
+the sample standard deviation (ddof = 1; 0 for a single seed).
+
+`run_benchmark` trains and evaluates methods x data sets x seeds and writes one JSON artifact; `results_table`
+lays it out beside the paper's reported numbers (`REPORTED_PLUS_TABLE`).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from plus.artifacts import read_json, write_json
+from plus.baselines import METHOD_NAMES, BaselineConfig, RewardMethod, TextEmbedder, build_method
+from plus.reward_model import RewardModelConfig
+from plus.train import TrainConfig, seed_everything, train_reward_model
+
+logger = logging.getLogger(__name__)
+
+EVAL_SPLITS: tuple[str, ...] = ("test", "test_new_users", "test_new_prompts", "test_ood")
+
+REPORTED_PLUS_TABLE: dict[str, dict[str, float]] = {
+    "BTL": {"Pets": 44.15, "UF-P-2": 58.12, "UF-P-4": 53.53, "Pets-OOD": 49.5, "PRISM": 59.8},
+    "DPL": {"Pets": 46.20, "UF-P-2": 58.53, "UF-P-4": 55.22, "Pets-OOD": 49.0},
+    "VPL": {"Pets": 100.0, "UF-P-2": 58.37, "UF-P-4": 54.20, "Pets-OOD": 44.83, "PRISM": 60.4},
+    "ICL": {"Pets": 100.0, "UF-P-2": 59.62, "UF-P-4": 57.22, "Pets-OOD": 72.50, "PRISM": 60.1},
+    "PLUS-untrained": {"Pets": 96.20, "UF-P-2": 59.90, "UF-P-4": 56.89, "Pets-OOD": 85.83},
+    "PLUS": {"Pets": 99.80, "UF-P-2": 69.40, "UF-P-4": 62.10, "Pets-OOD": 93.67, "PRISM": 62.9},
+    "Oracle": {"Pets": 100.0, "UF-P-2": 69.10, "UF-P-4": 70.60},
+}
+"""PLUS main table, reward-model accuracy (%), Qwen2.5-0.5B reward model, 3B summarizer, as REPORTED
+(REFERENCE.md 2.2, read from secondary sources, not verified against the paper): quotations, not our results.
+PAL is not in the paper's table."""
+
+METHOD_LABELS: dict[str, str] = {
+    "btl": "BTL",
+    "dpl": "DPL",
+    "icl": "ICL",
+    "vpl": "VPL",
+    "pal": "PAL",
+    "oracle": "Oracle",
+    "plus-untrained": "PLUS-untrained",
+}
+
+PAPER_COLUMNS: dict[str, tuple[str, str]] = {
+    "Pets": ("pets-ood", "test"),
+    "Pets-OOD": ("pets-ood", "test_ood"),
+    "UF-P-2": ("uf-p-2-synthetic", "test"),
+    "UF-P-4": ("uf-p-4-synthetic", "test"),
+}
+"""Paper column -> (our data set, split). Pets-OOD's ``train`` and ``test`` splits are exactly Pets' (the same
+builder and seed; OOD only adds ``test_ood``), so one training run on ``pets-ood`` gives both Pets columns.
+UF-P columns come from the offline UF-P-like synthetic users, not UltraFeedback."""
+
+KL_WEIGHTS: dict[str, float] = {"pets": 1e-4, "pets-ood": 1e-4, "uf-p-2-synthetic": 0.0, "uf-p-4-synthetic": 3e-6}
+"""VPL's KL weight per data set (the VPL paper's: 1e-4 Pets, 0 UF-P-2, 3e-6 UF-P-4)."""
+
+
+@torch.no_grad()
+def pairwise_accuracy(method: RewardMethod, records: Sequence[dict], batch_size: int = 64) -> dict[str, float]:
+    """Accuracy on the ``eval`` pairs of ``records``: ``accuracy`` over all, ``contested_accuracy`` and
+    ``agreed_accuracy`` over records whose ``contested`` flag is True / False (None when there are none),
+    ``num_pairs``. Calls ``method.adapt(records)`` first (new users' weights for PAL); eval mode."""
+    records = list(records)
+    if not records:
+        raise ValueError("pairwise_accuracy needs at least one record")
+    was_training = method.training
+    method.eval()
+    method.adapt(records)
+    correct: list[bool] = []
+    for start in range(0, len(records), batch_size):
+        chosen, rejected = method.pair_rewards(records[start : start + batch_size], "eval")  # (b,) each
+        correct.extend((chosen > rejected).tolist())
+    method.train(was_training)
+
+    def share(flags: list[bool]) -> float | None:
+        return sum(flags) / len(flags) if flags else None
+
+    contested = [c for c, r in zip(correct, records, strict=True) if r.get("contested") is True]
+    agreed = [c for c, r in zip(correct, records, strict=True) if r.get("contested") is False]
+    return {
+        "accuracy": share(correct),
+        "contested_accuracy": share(contested),
+        "agreed_accuracy": share(agreed),
+        "num_pairs": len(correct),
+        "num_contested": len(contested),
+    }
+
+
+def evaluate_method(
+    method: RewardMethod, records: Sequence[dict], splits: Sequence[str] = EVAL_SPLITS, batch_size: int = 64
+) -> dict[str, dict[str, float]]:
+    """`pairwise_accuracy` per split of ``splits`` that ``records`` contain: {split: metrics}."""
+    out = {}
+    for split in splits:
+        subset = [record for record in records if record["split"] == split]
+        if subset:
+            out[split] = pairwise_accuracy(method, subset, batch_size)
+    return out
+
+
+def aggregate_over_seeds(per_seed: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, dict]]:
+    """{split: {metric: {"mean", "std", "values"}}} from one `evaluate_method` result per seed. The std is the
+    sample standard deviation (0 for one seed); metrics that are None in some seed are averaged over the rest."""
+    if not per_seed:
+        raise ValueError("aggregate_over_seeds needs at least one seed's results")
+    out: dict[str, dict[str, dict]] = {}
+    for split in per_seed[0]:
+        out[split] = {}
+        for metric in per_seed[0][split]:
+            values = [result[split][metric] for result in per_seed if result.get(split, {}).get(metric) is not None]
+            if not values:
+                continue
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            out[split][metric] = {"mean": statistics.fmean(values), "std": std, "values": values}
+    return out
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """The baseline columns of the PLUS main table: methods x data sets x seeds."""
+
+    datasets: tuple[str, ...] = ("pets-ood", "uf-p-2-synthetic", "uf-p-4-synthetic")
+    """Names for `plus.data.build_dataset`."""
+    methods: tuple[str, ...] = METHOD_NAMES
+    """Names from `plus.baselines.METHOD_NAMES`."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Training seeds (initialisation, batch order, sampled latents)."""
+    data_seed: int = 0
+    """One data set per name, shared by all training seeds (as in the paper: fixed data, 3 training seeds)."""
+    num_train: int = 1024
+    """Training records per data set."""
+    num_test: int = 200
+    """Records per held-out split."""
+    splits: tuple[str, ...] = EVAL_SPLITS
+    """Held-out splits to evaluate (those a data set has); plus-untrained summarizes only these and ``train``."""
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    """Backbone of the text methods."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation of the text methods (its seed is replaced by each of `seeds`)."""
+    embedding_train: TrainConfig = field(default_factory=lambda: TrainConfig(head_learning_rate=1e-3, num_epochs=10))
+    """Optimisation of vpl and pal (small networks on frozen embeddings: more epochs, larger learning rate)."""
+    embedding_model: str = "all-minilm-l6-v2"
+    """Frozen sentence encoder of vpl and pal."""
+    summarizer_model: str = "Qwen/Qwen2.5-3B-Instruct"
+    """Frozen summarizer of plus-untrained."""
+    max_summary_tokens: int = 256
+    """Cap on generated summary tokens."""
+    summary_batch_size: int = 8
+    """Contexts per summarizer generation call."""
+    eval_batch_size: int = 64
+    """Records per scoring batch at evaluation."""
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHOD_NAMES]
+        if unknown:
+            raise ValueError(f"BenchmarkConfig.methods has unknown methods {unknown}; choose from {METHOD_NAMES}")
+        if not self.seeds or not self.datasets or not self.methods:
+            raise ValueError("BenchmarkConfig needs at least one data set, method and seed")
+        if any(split not in EVAL_SPLITS for split in self.splits):
+            raise ValueError(f"BenchmarkConfig.splits must be among {EVAL_SPLITS}, got {self.splits}")
+        if self.num_train < 1 or self.num_test < 1:
+            raise ValueError(f"BenchmarkConfig needs positive sizes, got {self.num_train}, {self.num_test}")
+
+
+def benchmark_config(profile_name: str, **changes) -> BenchmarkConfig:
+    """The benchmark at a profile's scale (`plus.config.PROFILES`): its models and sizes, the learning rates
+    a model of that size needs in a short run, then ``changes``.
+
+    - smoke: tiny models, 16 training records, one epoch, 2 seeds: checks that everything runs (seconds);
+    - cpu: MiniLM reward model (mean pooling, top 2 of 6 blocks trained), SmolLM2 summaries, sized for a
+      2-core laptop: 64 training records, 32 per held-out split, only the paper table's splits (``test``,
+      ``test_ood``), 6 epochs (24 steps) for the text methods, 30 for vpl/pal. Generating summaries is the
+      expensive part (~1 min per 8 contexts on a loaded CPU), hence the small data;
+    - gpu: the paper's models and reward-model learning rate (Qwen2.5-0.5B-Instruct RM, 9e-6), 1 epoch."""
+    from plus.config import get_profile
+
+    profile = get_profile(profile_name)
+    reward_model = RewardModelConfig(backbone=profile.reward_model, max_length=profile.max_length)
+    train = TrainConfig(batch_size=profile.batch_size, progress_bar=False)
+    sizes = {"num_train": profile.num_train_examples, "num_test": profile.num_test_examples}
+    embedding_epochs = 10
+    if profile.name == "smoke":
+        train = replace(train, learning_rate=1e-3, head_learning_rate=1e-3)
+        sizes = {"num_train": 16, "num_test": 8}
+        embedding_epochs = 2
+    elif profile.name == "cpu":
+        reward_model = replace(reward_model, num_trainable_layers=2)
+        train = replace(train, learning_rate=5e-4, head_learning_rate=1e-3, num_epochs=6)
+        sizes = {"num_train": 64, "num_test": 32, "splits": ("test", "test_ood")}
+        embedding_epochs = 30
+    embedding_train = replace(train, learning_rate=3e-3, head_learning_rate=3e-3, num_epochs=embedding_epochs)
+    config = BenchmarkConfig(
+        seeds=tuple(range(profile.num_seeds)),
+        **sizes,
+        reward_model=reward_model,
+        train=train,
+        embedding_train=embedding_train,
+        embedding_model=profile.embedding_model,
+        summarizer_model=profile.summarizer_model,
+        max_summary_tokens=profile.max_summary_tokens,
+    )
+    return replace(config, **changes)
+
+
+def run_benchmark(config: BenchmarkConfig, output_dir: str | Path) -> dict:
+    """Train and evaluate every method on every data set with every seed; write ``output_dir/results.json``.
+
+    Per run, the training metrics go to ``output_dir/runs/<data set>/<method>/seed<k>/metrics.jsonl`` (no
+    checkpoints: the table needs only the metrics). plus-untrained summaries come from (and go to) the cache
+    ``output_dir/summaries.jsonl``. The artifact holds the config, per-seed and aggregated accuracies per
+    split, and wall times."""
+    from plus.baselines import plus_untrained_summaries
+    from plus.data import build_dataset
+
+    output_dir = Path(output_dir)
+    began = time.perf_counter()
+    embedder = None
+    if {"vpl", "pal"} & set(config.methods):
+        embedder = TextEmbedder(config.embedding_model)
+    results: dict = {"config": asdict(config), "runs": {}, "aggregate": {}, "seconds": {}}
+    for dataset in config.datasets:
+        records = build_dataset(dataset, config.data_seed, num_train=config.num_train, num_test=config.num_test)
+        records = [record for record in records if record["split"] in ("train", *config.splits)]
+        train_records = [record for record in records if record["split"] == "train"]
+        summaries = None
+        if "plus-untrained" in config.methods:
+            start = time.perf_counter()
+            summaries = plus_untrained_summaries(
+                records,
+                config.summarizer_model,
+                config.max_summary_tokens,
+                output_dir / "summaries.jsonl",
+                seed=config.data_seed,
+                batch_size=config.summary_batch_size,
+            )
+            results["seconds"][f"{dataset}/summaries"] = time.perf_counter() - start
+        for method_name in config.methods:
+            embedding = method_name in ("vpl", "pal")
+            per_seed = []
+            start = time.perf_counter()
+            for seed in config.seeds:
+                seed_everything(seed)
+                method_config = BaselineConfig(
+                    method=method_name,
+                    reward_model=config.reward_model,
+                    embedding_model=config.embedding_model,
+                    kl_weight=KL_WEIGHTS.get(dataset, 1e-4),
+                )
+                method = build_method(method_config, embedder=embedder, summaries=summaries)
+                train_config = replace(config.embedding_train if embedding else config.train, seed=seed)
+                run = output_dir / "runs" / dataset / method_name / f"seed{seed}"
+                trained = train_reward_model(method, train_records, train_config, run, save_checkpoint=False)
+                metrics = evaluate_method(method, records, config.splits, config.eval_batch_size)
+                metrics["train"] = {"final_loss": trained.metrics[-1]["losses/total"], "seconds": trained.seconds}
+                if hasattr(method, "model"):
+                    metrics["train"]["truncation"] = dict(method.model.truncation_counts)
+                per_seed.append(metrics)
+                logger.info("%s %s seed %d: %s", dataset, method_name, seed, metrics.get("test", {}))
+            results["runs"].setdefault(dataset, {})[method_name] = per_seed
+            results["aggregate"].setdefault(dataset, {})[method_name] = aggregate_over_seeds(
+                [{k: v for k, v in m.items() if k != "train"} for m in per_seed]
+            )
+            results["seconds"][f"{dataset}/{method_name}"] = time.perf_counter() - start
+    results["seconds"]["total"] = time.perf_counter() - began
+    write_json(output_dir / "results.json", results)
+    return results
+
+
+def results_table(results: dict | str | Path, columns: dict[str, tuple[str, str]] = PAPER_COLUMNS):
+    """A pandas DataFrame, one row per method: for each paper column, our mean and std accuracy (%) over seeds
+    and the paper's reported number (`REPORTED_PLUS_TABLE`; NaN where the paper has none)."""
+    import pandas as pd
+
+    if not isinstance(results, dict):
+        results = read_json(results)
+    rows = []
+    for method in results["config"]["methods"]:
+        label = METHOD_LABELS[method]
+        row = {"method": label}
+        for column, (dataset, split) in columns.items():
+            cell = results["aggregate"].get(dataset, {}).get(method, {}).get(split, {}).get("accuracy")
+            row[f"{column} ours"] = 100 * cell["mean"] if cell else float("nan")
+            row[f"{column} ours std"] = 100 * cell["std"] if cell else float("nan")
+            row[f"{column} reported"] = REPORTED_PLUS_TABLE.get(label, {}).get(column, float("nan"))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")
+
+
+def split_table(results: dict | str | Path, metric: str = "accuracy"):
+    """A pandas DataFrame of mean ``metric`` (%) over seeds: rows (data set, method), one column per split."""
+    import pandas as pd
+
+    if not isinstance(results, dict):
+        results = read_json(results)
+    rows = []
+    for dataset, methods in results["aggregate"].items():
+        for method, splits in methods.items():
+            row = {"dataset": dataset, "method": METHOD_LABELS[method]}
+            for split, metrics in splits.items():
+                if metric in metrics:
+                    row[split] = 100 * metrics[metric]["mean"]
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["dataset", "method"])

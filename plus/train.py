@@ -1,0 +1,182 @@
+"""The reward-model trainer: one loop for every `plus.baselines.RewardMethod`.
+
+(The PLUS co-adaptation loop, which also trains the summarizer, lives in `plus.coadapt`.)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from plus.artifacts import MetricsWriter
+from plus.baselines import RewardMethod, save_method
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of a reward model. Defaults are the PLUS reward model's (REFERENCE.md 2.1)."""
+
+    learning_rate: float = 9e-6
+    """AdamW learning rate of the pretrained backbone."""
+    head_learning_rate: float = 9e-6
+    """AdamW learning rate of newly initialised parameters (scalar heads, the VPL/PAL networks)."""
+    num_epochs: int = 1
+    """Passes over the training records."""
+    batch_size: int = 128
+    """Records (preference pairs) per optimisation step."""
+    warmup_ratio: float = 0.03
+    """Fraction of the steps over which the learning rate rises linearly from 0; then cosine decay to 0."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.95
+    """AdamW beta2."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping threshold (global L2 norm)."""
+    seed: int = 0
+    """Seeds Python, NumPy and torch at the start of training and orders the batches."""
+    progress_bar: bool = True
+    """Show a tqdm progress bar."""
+
+    def __post_init__(self) -> None:
+        for name in ("num_epochs", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive int, got {getattr(self, name)!r}")
+        for name in ("learning_rate", "head_learning_rate", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)!r}")
+        if (
+            not 0 <= self.warmup_ratio < 1
+            or self.weight_decay < 0
+            or not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1)
+        ):
+            raise ValueError(
+                f"TrainConfig needs 0 <= warmup_ratio < 1, weight_decay >= 0 and betas in [0, 1), got "
+                f"{self.warmup_ratio}, {self.weight_decay}, ({self.beta1}, {self.beta2})"
+            )
+
+
+@dataclass
+class TrainResult:
+    """What `train_reward_model` returns."""
+
+    metrics: list[dict]
+    """One row per step (the rows of ``metrics.jsonl``)."""
+    num_steps: int
+    seconds: float
+    checkpoint: Path | None
+    """Where the final weights were saved (``None`` without an output directory)."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (call it before building a model, so initialisation is reproducible)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def cosine_with_warmup(step: int, num_steps: int, num_warmup: int) -> float:
+    """Learning-rate multiplier at ``step`` (0-based): linear warmup over ``num_warmup`` steps to 1, then cosine
+    decay to 0 at ``num_steps``."""
+    if step < num_warmup:
+        return (step + 1) / num_warmup
+    progress = (step - num_warmup) / max(1, num_steps - num_warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train_reward_model(
+    method: RewardMethod,
+    records: Sequence[dict],
+    config: TrainConfig,
+    output_dir: str | Path | None = None,
+    save_checkpoint: bool = True,
+) -> TrainResult:
+    """Train ``method`` on the train pairs of ``records`` with its own loss (BT for most methods).
+
+    Each epoch visits the records in a seeded random order, in batches of ``batch_size`` (the last batch may be
+    smaller). Each step: loss = ``method.loss(batch, progress)``; backward; clip the global gradient norm to
+    ``max_grad_norm``; AdamW step (two parameter groups: backbone and new parameters, each with its learning
+    rate); cosine-with-warmup schedule step. Metrics per step go to ``output_dir/metrics.jsonl``:
+
+    - ``losses/total``: the loss optimised; method metrics such as ``losses/bt``, ``losses/kl``,
+      ``train/accuracy`` (share of the batch's pairs ranked right);
+    - ``train/grad_norm``: gradient norm before clipping; ``train/lr``: the backbone group's learning rate.
+
+    The final weights go to ``output_dir/checkpoint`` (safetensors + JSON, `plus.baselines.save_method`)
+    unless ``save_checkpoint`` is False.
+    The same seed gives the same metrics (on the same device and thread count)."""
+    records = list(records)
+    if not records:
+        raise ValueError("train_reward_model needs at least one training record")
+    seed_everything(config.seed)
+    method.prepare(records)
+    groups = method.parameter_groups()
+    param_groups = [
+        {"params": groups["backbone"], "lr": config.learning_rate},
+        {"params": groups["head"], "lr": config.head_learning_rate},
+    ]
+    param_groups = [group for group in param_groups if group["params"]]
+    if not param_groups:
+        raise ValueError(f"{type(method).__name__} has no trainable parameters")
+    optimizer = torch.optim.AdamW(param_groups, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(records) / config.batch_size)
+    num_steps = steps_per_epoch * config.num_epochs
+    num_warmup = math.ceil(config.warmup_ratio * num_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: cosine_with_warmup(step, num_steps, num_warmup)
+    )
+    writer = MetricsWriter(Path(output_dir) / "metrics.jsonl") if output_dir is not None else None
+    if writer is not None and writer.path.exists():
+        writer.path.unlink()  # a re-run replaces, never appends to, an earlier run's metrics
+    generator = torch.Generator().manual_seed(config.seed)
+    params = [p for group in param_groups for p in group["params"]]
+    rows: list[dict] = []
+    method.train()
+    began = time.perf_counter()
+    bar = tqdm(
+        total=num_steps,
+        desc=f"train {getattr(method, 'name', type(method).__name__)}",
+        disable=not config.progress_bar,
+    )
+    step = 0
+    for _ in range(config.num_epochs):
+        order = torch.randperm(len(records), generator=generator).tolist()
+        for start in range(0, len(records), config.batch_size):
+            batch = [records[i] for i in order[start : start + config.batch_size]]
+            loss, metrics = method.loss(batch, progress=step / num_steps)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            row = {
+                "losses/total": loss.item(),
+                **metrics,
+                "train/grad_norm": grad_norm.item(),
+                "train/lr": optimizer.param_groups[0]["lr"],
+            }
+            optimizer.step()
+            scheduler.step()
+            rows.append({"step": step, **row})
+            if writer is not None:
+                writer.write(step, row)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['losses/total']:.3f}")
+    bar.close()
+    seconds = time.perf_counter() - began
+    method.eval()
+    checkpoint = None
+    if output_dir is not None and save_checkpoint:
+        checkpoint = save_method(method, Path(output_dir) / "checkpoint")
+    return TrainResult(metrics=rows, num_steps=num_steps, seconds=seconds, checkpoint=checkpoint)

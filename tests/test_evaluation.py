@@ -1,0 +1,94 @@
+import statistics
+from dataclasses import replace
+
+import pytest
+import torch
+from toy_users import mirrored_test_records
+
+from plus.artifacts import read_json
+from plus.baselines import BaselineConfig, RewardMethod
+from plus.evaluation import (
+    PAPER_COLUMNS,
+    REPORTED_PLUS_TABLE,
+    aggregate_over_seeds,
+    benchmark_config,
+    evaluate_method,
+    pairwise_accuracy,
+    results_table,
+    run_benchmark,
+)
+
+
+class LookupMethod(RewardMethod):
+    """Rewards from a table: {(user, response): reward}; unknown pairs score 0."""
+
+    name = "btl"
+
+    def __init__(self, table: dict[tuple[str, str], float]) -> None:
+        super().__init__(BaselineConfig(method="btl"))
+        self.table = table
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def rewards(self, records, prompts, responses):
+        return torch.tensor([self.table.get((r["user_id"], y), 0.0) for r, y in zip(records, responses, strict=True)])
+
+
+def test_pairwise_accuracy_matches_a_naive_count():
+    records = mirrored_test_records()
+    table = {("dog-lover", r["eval_chosen"]): 1.0 for r in records[:4]}  # right on some, ties elsewhere
+    result = pairwise_accuracy(LookupMethod(table), records)
+    naive = [
+        table.get((r["user_id"], r["eval_chosen"]), 0.0) > table.get((r["user_id"], r["eval_rejected"]), 0.0)
+        for r in records
+    ]
+    assert result["accuracy"] == pytest.approx(sum(naive) / len(naive))
+    contested = [ok for ok, r in zip(naive, records, strict=True) if r["contested"]]
+    assert result["contested_accuracy"] == pytest.approx(sum(contested) / len(contested))
+    assert result["num_pairs"] == len(records) and result["num_contested"] == len(contested)
+
+
+def test_ties_count_as_wrong_and_a_perfect_model_scores_one():
+    records = mirrored_test_records()
+    assert pairwise_accuracy(LookupMethod({}), records)["accuracy"] == 0.0
+    perfect = {(r["user_id"], r["eval_chosen"]): 1.0 for r in records}
+    assert pairwise_accuracy(LookupMethod(perfect), records)["accuracy"] == 1.0
+
+
+def test_evaluate_method_reports_each_present_split():
+    records = mirrored_test_records()
+    records = records + [{**r, "split": "test_ood"} for r in records[:3]]
+    result = evaluate_method(LookupMethod({}), records)
+    assert sorted(result) == ["test", "test_ood"]
+    assert result["test_ood"]["num_pairs"] == 3
+
+
+def test_aggregate_over_seeds_gives_mean_and_sample_std():
+    per_seed = [{"test": {"accuracy": a, "contested_accuracy": None}} for a in (0.5, 0.7, 0.9)]
+    out = aggregate_over_seeds(per_seed)
+    assert out["test"]["accuracy"]["mean"] == pytest.approx(0.7)
+    assert out["test"]["accuracy"]["std"] == pytest.approx(statistics.stdev([0.5, 0.7, 0.9]))
+    assert "contested_accuracy" not in out["test"]
+    assert aggregate_over_seeds(per_seed[:1])["test"]["accuracy"]["std"] == 0.0
+
+
+def test_reported_table_is_the_papers_quotation():
+    assert REPORTED_PLUS_TABLE["BTL"]["Pets"] == 44.15
+    assert REPORTED_PLUS_TABLE["PLUS"]["UF-P-2"] == 69.40
+    assert set(PAPER_COLUMNS) <= set(REPORTED_PLUS_TABLE["BTL"])
+
+
+@pytest.mark.slow
+def test_run_benchmark_writes_one_json_artifact_at_smoke(tmp_path):
+    config = benchmark_config("smoke", datasets=("pets-ood",), methods=("btl", "pal", "plus-untrained"), num_train=8)
+    config = replace(config, num_test=4, embedding_train=replace(config.embedding_train, num_epochs=2))
+    results = run_benchmark(config, tmp_path)
+    assert read_json(tmp_path / "results.json")["aggregate"] == pytest.approx(results["aggregate"])
+    seeds = results["runs"]["pets-ood"]["btl"]
+    assert len(seeds) == len(config.seeds) and {"test", "test_ood"} <= set(seeds[0])
+    assert (tmp_path / "summaries.jsonl").exists()
+    assert (tmp_path / "runs" / "pets-ood" / "pal" / "seed0" / "metrics.jsonl").exists()
+    table = results_table(tmp_path / "results.json")
+    assert list(table.index) == ["BTL", "PAL", "PLUS-untrained"]
+    ours = table.loc["BTL", "Pets ours"]
+    assert ours == pytest.approx(100 * results["aggregate"]["pets-ood"]["btl"]["test"]["accuracy"]["mean"])
+    assert table.loc["BTL", "Pets reported"] == 44.15
