@@ -104,9 +104,9 @@ def _changed(before: dict[str, torch.Tensor], model: nn.Module) -> bool:
 def test_reward_is_computed_before_the_rm_step_and_rm_trains_on_the_same_summaries(tmp_path):
     reward_model, initial = ByteRewardModel(), ByteRewardModel()  # `initial` is an identical copy that never trains
     seen: dict[int, tuple[list[dict], RolloutBatch]] = {}
-    train_plus(
-        _config(), _records(), tmp_path, reward_model=reward_model, on_rollout=lambda s, r, b: seen.update({s: (r, b)})
-    )
+    config = _config(separate_critic=False)
+    record = lambda step, records, batch: seen.update({step: (records, batch)})  # noqa: E731
+    train_plus(config, _records(), tmp_path, reward_model=reward_model, on_rollout=record)
     # The first rollout's reward is the clipped log sigmoid margin of the reward model before any update.
     records, batch = seen[0]
     summaries, rows = batch.summaries, [records[i] for i in batch.record_index]
@@ -155,7 +155,7 @@ def test_ppo_loss_is_finite_and_both_models_change(tmp_path):
 def test_frozen_summarizer_switch_freezes_exactly_the_summarizer(tmp_path):
     reward_model = ByteRewardModel()
     before = reward_model.parameter_vector()
-    result = train_plus(_config(train_summarizer=False), _records(), tmp_path, reward_model=reward_model)
+    result = train_plus(_config(train_summarizer=False), _records(4), tmp_path, reward_model=reward_model)
     assert not _changed(_base_policy(), result.policy)
     assert not torch.equal(before, reward_model.parameter_vector())
     row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
@@ -166,7 +166,7 @@ def test_frozen_reward_model_switch_freezes_exactly_the_reward_model(tmp_path):
     reward_model = ByteRewardModel()
     before = reward_model.parameter_vector()
     result = train_plus(
-        _config(train_reward_model=False, separate_critic=False), _records(), tmp_path, reward_model=reward_model
+        _config(train_reward_model=False, separate_critic=False), _records(4), tmp_path, reward_model=reward_model
     )
     assert _changed(_base_policy(), result.policy)
     assert torch.equal(before, reward_model.parameter_vector())
@@ -176,12 +176,13 @@ def test_frozen_reward_model_switch_freezes_exactly_the_reward_model(tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
-    config = _config(separate_critic=False, checkpoint_every=1, num_episodes=2)  # 4 rollout batches
-    whole = train_plus(config, _records(), tmp_path / "whole", reward_model=ByteRewardModel())
-    first = train_plus(config, _records(), tmp_path / "split", reward_model=ByteRewardModel(), stop_after=2)
+    small = dict(rollout_batch_size=2, train_batch_size=1, micro_batch_size=1)  # 2 optimizer steps per rollout
+    config = _config(separate_critic=False, checkpoint_every=1, num_episodes=2, **small)  # 4 rollout batches
+    whole = train_plus(config, _records(4), tmp_path / "whole", reward_model=ByteRewardModel())
+    first = train_plus(config, _records(4), tmp_path / "split", reward_model=ByteRewardModel(), stop_after=2)
     assert first.num_steps == 2 and not (tmp_path / "split" / "final").exists()
     resumed_rm = ByteRewardModel()
-    resumed = train_plus(config, _records(), tmp_path / "split", reward_model=resumed_rm)
+    resumed = train_plus(config, _records(4), tmp_path / "split", reward_model=resumed_rm)
     assert resumed.num_steps == 4
     whole_policy = dict(whole.policy.named_parameters())
     for name, parameter in resumed.policy.named_parameters():
@@ -197,7 +198,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
 @pytest.mark.slow
 def test_rloo_with_lora_trains_only_the_adapters(tmp_path):
     config = _config(estimator="rloo", num_samples=2, lora=True, lora_rank=2, actor_lr=1e-2)
-    result = train_plus(config, _records(), tmp_path, reward_model=ByteRewardModel())
+    result = train_plus(config, _records(4), tmp_path, reward_model=ByteRewardModel())
     trainable = {n for n, p in result.policy.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
     assert not _changed(_base_policy(), result.policy)  # the base weights stay put ...
