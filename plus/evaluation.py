@@ -11,6 +11,8 @@ lays it out beside the paper's reported numbers (`REPORTED_PLUS_TABLE`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import statistics
 import time
@@ -177,7 +179,7 @@ def benchmark_config(profile_name: str, **changes) -> BenchmarkConfig:
     """The benchmark at a profile's scale (`plus.config.PROFILES`): its models and sizes, the learning rates
     a model of that size needs in a short run, then ``changes``.
 
-    - smoke: tiny models, 16 training records, one epoch, 2 seeds: checks that everything runs (seconds);
+    - smoke: tiny models, 8 training records, one epoch, 2 seeds: checks that everything runs;
     - cpu: MiniLM reward model (mean pooling, top 2 of 6 blocks trained), SmolLM2 summaries, sized for a
       2-core laptop: 64 training records, 32 per held-out split, only the paper table's splits (``test``,
       ``test_ood``), 6 epochs (24 steps) for the text methods, 30 for vpl/pal. Generating summaries is the
@@ -192,7 +194,7 @@ def benchmark_config(profile_name: str, **changes) -> BenchmarkConfig:
     embedding_epochs = 10
     if profile.name == "smoke":
         train = replace(train, learning_rate=1e-3, head_learning_rate=1e-3)
-        sizes = {"num_train": 16, "num_test": 8}
+        sizes = {"num_train": 8, "num_test": 4}
         embedding_epochs = 2
     elif profile.name == "cpu":
         reward_model = replace(reward_model, num_trainable_layers=2)
@@ -213,13 +215,24 @@ def benchmark_config(profile_name: str, **changes) -> BenchmarkConfig:
     return replace(config, **changes)
 
 
+def run_fingerprint(config: BenchmarkConfig, dataset: str, method: str, seed: int) -> str:
+    """A hash of everything one run's result depends on: the config (less the lists of methods, data sets and
+    seeds and the batch sizes of inference), the data set, the method and the seed."""
+    shared = {k: v for k, v in asdict(config).items() if k not in ("methods", "datasets", "seeds", "eval_batch_size")}
+    payload = json.dumps({"config": shared, "dataset": dataset, "method": method, "seed": seed}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
 def run_benchmark(config: BenchmarkConfig, output_dir: str | Path) -> dict:
     """Train and evaluate every method on every data set with every seed; write ``output_dir/results.json``.
 
-    Per run, the training metrics go to ``output_dir/runs/<data set>/<method>/seed<k>/metrics.jsonl`` (no
-    checkpoints: the table needs only the metrics). plus-untrained summaries come from (and go to) the cache
+    Per run, the training metrics go to ``output_dir/runs/<data set>/<method>/seed<k>/metrics.jsonl`` and its
+    accuracies to ``result.json`` there (no checkpoints: the table needs only the metrics). A run whose
+    ``result.json`` carries the same `run_fingerprint` is read back, not retrained (``num_cached_runs`` counts
+    them), so an interrupted benchmark resumes. plus-untrained summaries come from (and go to) the cache
     ``output_dir/summaries.jsonl``. The artifact holds the config, per-seed and aggregated accuracies per
-    split, and wall times."""
+    split, and seconds: per (data set, method) in this call, ``runs_total`` (the compute of every run, cached
+    or not, as measured when it ran) and ``total`` (this call's wall time)."""
     from plus.baselines import plus_untrained_summaries
     from plus.data import build_dataset
 
@@ -228,7 +241,8 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | Path) -> dict:
     embedder = None
     if {"vpl", "pal"} & set(config.methods):
         embedder = TextEmbedder(config.embedding_model)
-    results: dict = {"config": asdict(config), "runs": {}, "aggregate": {}, "seconds": {}}
+    results: dict = {"config": asdict(config), "runs": {}, "aggregate": {}, "seconds": {"runs_total": 0.0}}
+    results["num_cached_runs"] = 0
     for dataset in config.datasets:
         records = build_dataset(dataset, config.data_seed, num_train=config.num_train, num_test=config.num_test)
         records = [record for record in records if record["split"] in ("train", *config.splits)]
@@ -250,6 +264,13 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | Path) -> dict:
             per_seed = []
             start = time.perf_counter()
             for seed in config.seeds:
+                run = output_dir / "runs" / dataset / method_name / f"seed{seed}"
+                fingerprint = run_fingerprint(config, dataset, method_name, seed)
+                if (run / "result.json").exists() and read_json(run / "result.json")["fingerprint"] == fingerprint:
+                    per_seed.append(read_json(run / "result.json")["metrics"])
+                    results["num_cached_runs"] += 1
+                    continue
+                run_began = time.perf_counter()
                 seed_everything(seed)
                 method_config = BaselineConfig(
                     method=method_name,
@@ -259,12 +280,13 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | Path) -> dict:
                 )
                 method = build_method(method_config, embedder=embedder, summaries=summaries)
                 train_config = replace(config.embedding_train if embedding else config.train, seed=seed)
-                run = output_dir / "runs" / dataset / method_name / f"seed{seed}"
                 trained = train_reward_model(method, train_records, train_config, run, save_checkpoint=False)
                 metrics = evaluate_method(method, records, config.splits, config.eval_batch_size)
                 metrics["train"] = {"final_loss": trained.metrics[-1]["losses/total"], "seconds": trained.seconds}
                 if hasattr(method, "model"):
                     metrics["train"]["truncation"] = dict(method.model.truncation_counts)
+                metrics["train"]["run_seconds"] = time.perf_counter() - run_began
+                write_json(run / "result.json", {"fingerprint": fingerprint, "metrics": metrics})
                 per_seed.append(metrics)
                 logger.info("%s %s seed %d: %s", dataset, method_name, seed, metrics.get("test", {}))
             results["runs"].setdefault(dataset, {})[method_name] = per_seed
@@ -272,6 +294,7 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | Path) -> dict:
                 [{k: v for k, v in m.items() if k != "train"} for m in per_seed]
             )
             results["seconds"][f"{dataset}/{method_name}"] = time.perf_counter() - start
+            results["seconds"]["runs_total"] += sum(m["train"]["run_seconds"] for m in per_seed)
     results["seconds"]["total"] = time.perf_counter() - began
     write_json(output_dir / "results.json", results)
     return results

@@ -196,7 +196,11 @@ class SummaryRewardModel(nn.Module):
     ) -> None:
         super().__init__()
         self.config = config
+        # Loaders may reseed the global RNG (the tiny test models do): isolate them, so the head's init (and all
+        # that follows) depends on the caller's seed.
+        rng_state = torch.get_rng_state()
         self.backbone, self.tokenizer = load_backbone(config.backbone, device=device, dtype=dtype)
+        torch.set_rng_state(rng_state)
         self.decoder = is_decoder(self.backbone)
         self.pooling = config.pooling if config.pooling != "auto" else ("last" if self.decoder else "mean")
         self.chat = config.template == "chat" or (

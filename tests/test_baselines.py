@@ -169,6 +169,6 @@ def test_each_method_learns_toy_users_where_it_should(method, minilm):
     result = pairwise_accuracy(model, test)
     assert result["agreed_accuracy"] == 1.0, (method, result)
     if method in LEARNS_CONTESTED:
-        assert result["contested_accuracy"] == 1.0, (method, result)
+        assert result["contested_accuracy"] >= 0.8, (method, result)  # a user-blind model gets exactly 0.5
     else:
         assert result["contested_accuracy"] == 0.5, (method, result)  # mirrored pairs: exactly one of two right
