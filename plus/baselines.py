@@ -459,14 +459,21 @@ class PAL(EmbeddingRewardMethod):
         self.user_ids = list(state["user_ids"])
         self.user_weights = nn.Parameter(torch.zeros(len(self.user_ids), self.config.num_prototypes))
 
+    def features(self, prompts: list[str], responses: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompt's K prototype ideal points (B, K, H) and the response projection (B, H)."""
+        prompt_embeddings = self.embedder.embed(prompts).to(self.device)  # (B, E)
+        prototypes = self.prototypes(prompt_embeddings).view(len(prompts), self.config.num_prototypes, -1)
+        projected = self.response_projection(self.embed_pairs(prompts, responses))  # (B, H)
+        return prototypes, projected
+
+    def score_features(self, weights: torch.Tensor, prototypes: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
+        """(B,) rewards from mixture logits ``weights`` (B, K) and `features`."""
+        ideal = (weights.softmax(-1).unsqueeze(-1) * prototypes).sum(1)  # (B, H)
+        return self.log_scale.exp() * F.cosine_similarity(ideal, projected, dim=-1)  # (B,)
+
     def score_with_weights(self, weights: torch.Tensor, prompts: list[str], responses: list[str]) -> torch.Tensor:
         """(B,) rewards for per-example mixture logits ``weights`` (B, K)."""
-        b, k = weights.shape
-        prompt_embeddings = self.embedder.embed(prompts).to(self.device)  # (B, E)
-        prototypes = self.prototypes(prompt_embeddings).view(b, k, -1)  # (B, K, H)
-        ideal = (weights.softmax(-1).unsqueeze(-1) * prototypes).sum(1)  # (B, H)
-        projected = self.response_projection(self.embed_pairs(prompts, responses))  # (B, H)
-        return self.log_scale.exp() * F.cosine_similarity(ideal, projected, dim=-1)  # (B,)
+        return self.score_features(weights, *self.features(prompts, responses))
 
     def weights_for(self, records: Sequence[dict]) -> torch.Tensor:
         """(B, K) mixture logits: a training user's learned row, or a new user's fitted weights."""
@@ -504,13 +511,16 @@ class PAL(EmbeddingRewardMethod):
         owner_index = torch.tensor(owner, device=self.device)
         was_training = self.training
         self.eval()
+        # Everything but the weights is frozen, so the features are computed once, without gradients.
+        with torch.no_grad():
+            prototypes, projected = self.features(prompts * 2, chosen + rejected)  # (2P, K, H), (2P, H)
         frozen = [p for p in self.parameters() if p.requires_grad]
         for p in frozen:
             p.requires_grad_(False)
         try:
             for _ in range(self.config.adapt_steps):
                 with torch.enable_grad():  # evaluation calls adapt under no_grad
-                    loss = self._adapt_loss(weights, owner_index, prompts, chosen, rejected)
+                    loss = self._adapt_loss(weights, owner_index, prototypes, projected)
                     optimizer.zero_grad()
                     loss.backward()
                 optimizer.step()
@@ -522,17 +532,12 @@ class PAL(EmbeddingRewardMethod):
             self.adapted[(record["user_id"], record["context"])] = row
 
     def _adapt_loss(
-        self,
-        weights: torch.Tensor,
-        owner_index: torch.Tensor,
-        prompts: list[str],
-        chosen: list[str],
-        rejected: list[str],
+        self, weights: torch.Tensor, owner_index: torch.Tensor, prototypes: torch.Tensor, projected: torch.Tensor
     ) -> torch.Tensor:
         """Sum over new records of each record's mean BT loss on its context pairs; ``weights`` (R, K)."""
         num_pairs = len(owner_index)
         rows = weights[owner_index]  # (P, K)
-        r = self.score_with_weights(torch.cat([rows, rows]), prompts * 2, chosen + rejected)  # (2P,)
+        r = self.score_features(torch.cat([rows, rows]), prototypes, projected)  # (2P,)
         losses = F.softplus(r[num_pairs:] - r[:num_pairs])  # (P,)
         # Each record's mean loss, summed: every record's weights get the same step size.
         counts = torch.bincount(owner_index, minlength=weights.shape[0]).float()  # (R,)

@@ -174,8 +174,6 @@ def build_reward_input(
             break
     if len(ids) > max_length:  # the template alone is longer than max_length
         raise ValueError(f"max_length={max_length} is shorter than the reward template itself ({len(ids)} tokens)")
-    if "response" in truncated:
-        logger.warning("A response was truncated to fit max_length=%d; raise max_length", max_length)
     return RewardInput(ids, types, frozenset(truncated))
 
 
@@ -243,8 +241,15 @@ class SummaryRewardModel(nn.Module):
             for s, p, r in zip(summaries, prompts, responses, strict=True)
         ]
         self.truncation_counts["inputs"] += len(inputs)
+        already_cut = self.truncation_counts["response"]
         for item in inputs:
             self.truncation_counts.update(item.truncated)
+        if self.truncation_counts["response"] and not already_cut:
+            logger.warning(
+                "A response was truncated to fit max_length=%d (raise it); further cuts are only counted in "
+                "truncation_counts['response']",
+                self.config.max_length,
+            )
         length = max(len(item.input_ids) for item in inputs)
         pad = self.tokenizer.pad_token_id
         ids = torch.full((len(inputs), length), pad, dtype=torch.long)  # (B, T)
