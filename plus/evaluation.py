@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from plus.artifacts import read_json, write_json
 from plus.baselines import METHOD_NAMES, BaselineConfig, RewardMethod, TextEmbedder, build_method
@@ -249,6 +250,7 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | Path) -> dict:
         embedder = TextEmbedder(config.embedding_model)
     results: dict = {"config": asdict(config), "runs": {}, "aggregate": {}, "seconds": {"runs_total": 0.0}}
     results["num_cached_runs"] = 0
+    bar = tqdm(total=len(config.datasets) * len(config.methods) * len(config.seeds), desc="benchmark runs")
     for dataset in config.datasets:
         records = build_dataset(dataset, config.data_seed, num_train=config.num_train, num_test=config.num_test)
         records = [record for record in records if record["split"] in ("train", *config.splits)]
@@ -275,6 +277,7 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | Path) -> dict:
                 if (run / "result.json").exists() and read_json(run / "result.json")["fingerprint"] == fingerprint:
                     per_seed.append(read_json(run / "result.json")["metrics"])
                     results["num_cached_runs"] += 1
+                    bar.update(1)
                     continue
                 run_began = time.perf_counter()
                 seed_everything(seed)
@@ -294,6 +297,7 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | Path) -> dict:
                 metrics["train"]["run_seconds"] = time.perf_counter() - run_began
                 write_json(run / "result.json", {"fingerprint": fingerprint, "metrics": metrics})
                 per_seed.append(metrics)
+                bar.update(1)
                 logger.info("%s %s seed %d: %s", dataset, method_name, seed, metrics.get("test", {}))
             results["runs"].setdefault(dataset, {})[method_name] = per_seed
             results["aggregate"].setdefault(dataset, {})[method_name] = aggregate_over_seeds(
@@ -301,6 +305,7 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | Path) -> dict:
             )
             results["seconds"][f"{dataset}/{method_name}"] = time.perf_counter() - start
             results["seconds"]["runs_total"] += sum(m["train"]["run_seconds"] for m in per_seed)
+    bar.close()
     results["seconds"]["total"] = time.perf_counter() - began
     write_json(output_dir / "results.json", results)
     return results
