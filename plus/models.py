@@ -100,7 +100,13 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def _tiny_model(name: str, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
-    torch.manual_seed(0)  # the same tiny model every time, whatever the caller's RNG state
+    # The same tiny model every time, and the caller's RNG stream left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return _build_tiny_model(name, tokenizer)
+
+
+def _build_tiny_model(name: str, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
     if name == "tiny-chat-lm":
         config = LlamaConfig(
             vocab_size=len(tokenizer),

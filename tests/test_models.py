@@ -79,3 +79,11 @@ def test_offline_summarizer_converts_once_and_generates_text(tmp_path, monkeypat
     batch = tokenizer([prompt], return_tensors="pt")
     out = model.generate(**batch, max_new_tokens=12, do_sample=False)
     assert "Paris" in tokenizer.decode(out[0, batch.input_ids.shape[1] :])
+
+
+def test_loading_a_tiny_model_leaves_the_callers_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    models.load_backbone("tiny-encoder", device="cpu")
+    assert torch.equal(torch.rand(3), expected)
