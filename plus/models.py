@@ -242,7 +242,7 @@ def load_backbone(
 def is_decoder(model: PreTrainedModel) -> bool:
     """True for causal (decoder-only) backbones, whose last token sees the whole sequence."""
     config = model.config
-    return not (config.model_type in {"bert", "roberta", "xlm-roberta", "mpnet", "distilbert", "deberta-v2"})
+    return config.model_type not in {"bert", "roberta", "xlm-roberta", "mpnet", "distilbert", "deberta-v2"}
 
 
 def hidden_size(name: str) -> int:

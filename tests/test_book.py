@@ -65,7 +65,9 @@ def parse(path: Path) -> LinkParser:
 
 
 def test_every_page_of_the_toc_is_rendered(html_dir):
-    for page in ["index.html", "reproduce.html"] + [f"notebooks/{p.stem}.html" for p in (REPO / "notebooks").glob("[0-9]*.ipynb")]:
+    for page in ["index.html", "reproduce.html"] + [
+        f"notebooks/{p.stem}.html" for p in (REPO / "notebooks").glob("[0-9]*.ipynb")
+    ]:
         assert (html_dir / page).exists(), page
 
 
@@ -107,7 +109,9 @@ def test_chromium_renders_the_first_notebook_with_its_figure(html_dir, tmp_path)
         dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
         shot = tmp_path / "page.png"
         subprocess.run(
-            [CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,2400", url], capture_output=True, timeout=120
+            [CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,2400", url],
+            capture_output=True,
+            timeout=120,
         )
     finally:
         server.shutdown()

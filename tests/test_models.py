@@ -10,7 +10,9 @@ def test_byte_tokenizer_round_trips_any_text_and_has_a_chat_template():
     ids = tokenizer(text, add_special_tokens=False).input_ids
     assert len(ids) == len(text.encode())  # one token per byte
     assert tokenizer.decode(ids) == text
-    chat = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+    chat = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
     assert chat.endswith("<|im_start|>assistant\n") and text in chat
 
 

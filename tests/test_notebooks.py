@@ -15,7 +15,11 @@ TEMPLATES = sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
 
 def code_cells(path: Path) -> list[str]:
     notebook = nbformat.read(path, as_version=4)
-    return [c.source for c in notebook.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+    return [
+        c.source
+        for c in notebook.cells
+        if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])
+    ]
 
 
 def test_there_are_notebooks():
