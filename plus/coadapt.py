@@ -70,6 +70,7 @@ from plus.losses import (
 from plus.models import load_causal_lm
 from plus.reward_model import RewardModelConfig, SummaryRewardModel
 from plus.summarizer import generate_summaries, response_logits, token_logprobs
+from plus.train import seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -318,12 +319,6 @@ class CoadaptResult:
 
 
 # --- building the models -------------------------------------------------------------------------------------
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _with_lora(model: PreTrainedModel, config: CoadaptConfig) -> nn.Module:
@@ -778,7 +773,7 @@ def train_plus(
         raise ValueError(f"rollout and train batch sizes must divide by the {accelerator.num_processes} processes")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    _seed_everything(config.seed + accelerator.process_index)
+    seed_everything(config.seed + accelerator.process_index)
     device = accelerator.device
 
     policy, reference, tokenizer = build_summarizer(config, device)

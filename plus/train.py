@@ -83,7 +83,7 @@ class TrainResult:
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (call it before building a model, so initialisation is reproducible)."""
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % 2**32)  # NumPy takes 32-bit seeds only
     torch.manual_seed(seed)
 
 
