@@ -128,6 +128,10 @@ class CoadaptConfig:
     """PPO value clip (around the rollout's values)."""
     ppo_epochs: int = 1
     """Passes of PPO over each rollout batch."""
+    reward_epochs: int = 1
+    """Passes of the reward model's BT update over each rollout batch's summaries (the paper: 1). More passes let
+    a short run give the reward model enough updates; the summarizer's reward still comes from the model before
+    the batch's first pass."""
     actor_lr: float = 5e-7
     """Summarizer learning rate."""
     critic_lr: float = 9e-6
@@ -153,6 +157,9 @@ class CoadaptConfig:
     """LoRA alpha (the update is scaled by alpha / rank)."""
     lora_dropout: float = 0.0
     """LoRA dropout (0 keeps rollout and update log-probs equal)."""
+    lora_top_layers: int | None = None
+    """Put the adapters only on the top k transformer blocks (None: every block). The backward pass then stops
+    at block L - k, which makes a summarizer update several times cheaper on a CPU."""
     train_summarizer: bool = True
     """False freezes the summarizer: PLUS-untrained (the reward model trains on its fixed summaries)."""
     train_reward_model: bool = True
@@ -168,6 +175,7 @@ class CoadaptConfig:
             "micro_batch_size",
             "max_summary_tokens",
             "ppo_epochs",
+            "reward_epochs",
             "lora_rank",
             "lora_alpha",
         )
@@ -195,6 +203,8 @@ class CoadaptConfig:
         for name in ("gamma", "lam", "top_p", "warmup_ratio"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"CoadaptConfig.{name} must lie in [0, 1], got {getattr(self, name)!r}")
+        if self.lora_top_layers is not None and (not isinstance(self.lora_top_layers, int) or self.lora_top_layers < 1):
+            raise ValueError(f"CoadaptConfig.lora_top_layers must be None or a positive int, got {self.lora_top_layers!r}")
         if not self.checkpoint_every >= 0:
             raise ValueError(f"CoadaptConfig.checkpoint_every must be >= 0, got {self.checkpoint_every!r}")
 
@@ -324,11 +334,23 @@ class CoadaptResult:
 def _with_lora(model: PreTrainedModel, config: CoadaptConfig) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
+    layers, targets = None, "all-linear"
+    if config.lora_top_layers is not None:
+        depth = model.config.num_hidden_layers
+        if config.lora_top_layers > depth:
+            raise ValueError(f"CoadaptConfig.lora_top_layers={config.lora_top_layers} exceeds the model's {depth} blocks")
+        layers = list(range(depth - config.lora_top_layers, depth))
+        # peft takes a block filter only with named targets: every linear layer's name except the output head's.
+        output = model.get_output_embeddings()
+        targets = sorted(
+            {name.split(".")[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear) and m is not output}
+        )
     lora = LoraConfig(
         r=config.lora_rank,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
-        target_modules="all-linear",
+        target_modules=targets,
+        layers_to_transform=layers,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
@@ -477,6 +499,8 @@ def collect_rollout(
                 ref_logits, _ = response_logits(unwrapped, *tensors)
         else:
             ref_logits, _ = response_logits(reference, *tensors)
+        # The distributions the summaries were sampled from: logits / temperature (as TRL and OpenRLHF do).
+        logits, ref_logits = logits / config.temperature, ref_logits / config.temperature
         pad = (0, width - logits.shape[1])
         logprobs.append(F.pad(token_logprobs(logits, tensors[2]).cpu(), pad))
         ref_logprobs.append(F.pad(token_logprobs(ref_logits, tensors[2]).cpu(), pad))
@@ -536,7 +560,7 @@ def update_summarizer(
                 tensors = [t.to(device) for t in _token_tensors(part)]
                 mask = tensors[3].float()
                 logits, hidden = response_logits(policy, *tensors, output_hidden_states=critic is not None)
-                logprobs = token_logprobs(logits, tensors[2])  # (n, s)
+                logprobs = token_logprobs(logits / config.temperature, tensors[2])  # (n, s)
                 policy_loss, clip_fraction = ppo_policy_loss(
                     logprobs, part.logprobs.to(device), part.advantages.to(device), mask, config.policy_clip
                 )
@@ -573,12 +597,12 @@ def update_reward_model(
     scheduler: Any,
     accelerator: Accelerator,
 ) -> dict[str, float]:
-    """Step 4: Bradley-Terry updates of the reward model on the rollout's OWN summaries (RM update pair)."""
+    """Step 4: Bradley-Terry updates of the reward model on the rollout's OWN summaries (RM update pair),
+    ``reward_epochs`` passes; the loss and accuracy reported are the first pass's."""
     scorer.train()
     losses, correct = [], []
-    for minibatch in _minibatches(
-        len(batch), config.train_batch_size * config.samples_per_context, config.micro_batch_size
-    ):
+    minibatches = _minibatches(len(batch), config.train_batch_size * config.samples_per_context, config.micro_batch_size)
+    for epoch, minibatch in ((e, m) for e in range(config.reward_epochs) for m in minibatches):
         rows = sum(len(micro) for micro in minibatch)
         for micro in minibatch:
             part = [records[batch.record_index[i]] for i in micro]
@@ -591,8 +615,9 @@ def update_reward_model(
             )
             loss = bradley_terry_loss(chosen, rejected)
             accelerator.backward(loss * len(micro) / rows)
-            losses.append(loss.item())
-            correct.extend((chosen > rejected).tolist())
+            if epoch == 0:
+                losses.append(loss.item())
+                correct.extend((chosen > rejected).tolist())
         if config.max_grad_norm > 0:
             accelerator.clip_grad_norm_(_trainable(scorer), config.max_grad_norm)
         optimizer.step()
@@ -801,7 +826,7 @@ def train_plus(
         optimizers["reward_model"] = _optimizer(_trainable(scorer), config.reward_lr, config)
     schedulers = {}
     for name, optimizer in optimizers.items():
-        total = num_steps * updates_per_step * (config.ppo_epochs if name != "reward_model" else 1)
+        total = num_steps * updates_per_step * (config.ppo_epochs if name != "reward_model" else config.reward_epochs)
         schedulers[name] = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total), total)
 
     names = list(modules)
@@ -911,9 +936,10 @@ def evaluate_plus(
     prefill_marker: bool = False,
     seed: int = 0,
     name: str = "eval",
+    temperature: float = 1.0,
 ) -> dict[str, float]:
     """Pairwise accuracy 1[r(eval_chosen | z) > r(eval_rejected | z)] per split and summary mode (``sampled`` at
-    temperature 1, ``greedy``), keys ``<mode>/<split>``; also the share of bad summaries. With ``output_dir``,
+    ``temperature``: use the training run's, ``greedy``), keys ``<mode>/<split>``; also the share of bad summaries. With ``output_dir``,
     writes ``summaries-<name>-<mode>.jsonl`` (one line per record) and ``accuracy-<name>.json`` there."""
     _check_records(records, EVAL_FIELDS, "eval")
     scorer = RewardScorer(reward_model)
@@ -929,6 +955,7 @@ def evaluate_plus(
             [r["context"] for r in records],
             max_new_tokens=max_summary_tokens,
             do_sample=mode == "sampled",
+            temperature=temperature,
             batch_size=batch_size,
             prefill_marker=prefill_marker,
         )

@@ -128,6 +128,19 @@ def test_reward_is_computed_before_the_rm_step_and_rm_trains_on_the_same_summari
     assert not torch.equal(calls[0]["parameters"], calls[4]["parameters"])
 
 
+def test_reward_epochs_repeat_the_rm_update_on_the_same_summaries(tmp_path):
+    reward_model = ByteRewardModel()
+    seen = {}
+    config = _config(separate_critic=False, reward_epochs=3, max_steps=1)
+    train_plus(config, _records(), tmp_path, reward_model=reward_model, on_rollout=lambda s, r, b: seen.update(b=b))
+    calls = reward_model.calls  # 2 scoring calls, then 3 passes x 2 training calls
+    assert len(calls) == 2 + 3 * 2
+    for start in (2, 4, 6):
+        pass_summaries = [c["summaries"][: len(c["summaries"]) // 2] for c in calls[start : start + 2]]
+        assert pass_summaries[0] + pass_summaries[1] == seen["b"].summaries
+    assert not torch.equal(calls[2]["parameters"], calls[7]["parameters"])
+
+
 def _base_policy() -> dict[str, torch.Tensor]:
     return _policy_parameters(load_causal_lm("tiny-chat-lm", device="cpu")[0])
 
@@ -208,6 +221,37 @@ def test_rloo_with_lora_trains_only_the_adapters(tmp_path):
     assert all(math.isfinite(row["losses/policy"]) for row in rows) and "losses/value" not in rows[0]
 
 
+def test_rollout_log_probs_are_those_of_the_tempered_sampling_distribution(tmp_path):
+    from plus.summarizer import response_logits, token_logprobs
+
+    seen = {}
+    config = _config(separate_critic=False, temperature=0.5, max_steps=1)
+    train_plus(config, _records(4), tmp_path, reward_model=ByteRewardModel(), on_rollout=lambda s, r, b: seen.update(b=b))
+    batch = seen["b"]
+    base, _ = load_causal_lm("tiny-chat-lm", device="cpu")  # the policy before its first update
+    tensors = (batch.query_ids, batch.query_mask, batch.response_ids, batch.response_mask)
+    with torch.no_grad():
+        logits, _ = response_logits(base, *tensors)
+    mask = batch.response_mask.float()
+    tempered = token_logprobs(logits / 0.5, batch.response_ids) * mask
+    assert torch.allclose(batch.logprobs, tempered, atol=1e-5)
+    assert not torch.allclose(batch.logprobs, token_logprobs(logits, batch.response_ids) * mask, atol=1e-3)
+
+
+def test_lora_top_layers_adapts_only_the_top_blocks(tmp_path):
+    config = _config(estimator="rloo", num_samples=2, lora=True, lora_rank=2, lora_top_layers=1, max_steps=1)
+    result = train_plus(config, _records(4), tmp_path, reward_model=ByteRewardModel())
+    depth = result.policy.config.num_hidden_layers
+    trainable = [n for n, p in result.policy.named_parameters() if p.requires_grad]
+    assert trainable and all(f"layers.{depth - 1}." in n for n in trainable)
+    with pytest.raises(ValueError, match="lora_top_layers"):
+        train_plus(replace_config(config, lora_top_layers=depth + 1), _records(4), tmp_path / "deep")
+
+
+def replace_config(config: CoadaptConfig, **changes) -> CoadaptConfig:
+    return dataclasses.replace(config, **changes)
+
+
 def test_evaluation_writes_summaries_and_accuracy_per_split(tmp_path):
     policy, tokenizer = load_causal_lm("tiny-chat-lm", device="cpu")
     records = _records()
@@ -245,6 +289,7 @@ def test_rollout_select_trims_padding_columns():
         ({"estimator": "rloo", "num_samples": 1}, "num_samples"),
         ({"lam": 1.5}, "lam"),
         ({"actor_lr": 0.0}, "actor_lr"),
+        ({"lora_top_layers": 0}, "lora_top_layers"),
     ],
 )
 def test_bad_config_is_a_clear_error(overrides, message):
