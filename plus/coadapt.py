@@ -714,15 +714,30 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
 
 
+RESUMABLE_CHANGES = ("checkpoint_every",)
+"""Config fields a resumed run may change; any other difference means another run (another output_dir)."""
+
+
 def load_checkpoint(
     directory: Path,
+    config: CoadaptConfig,
     modules: dict[str, nn.Module],
     optimizers: dict[str, torch.optim.Optimizer],
     schedulers: dict[str, Any],
     accelerator: Accelerator,
 ) -> int:
-    """Restore what `save_checkpoint` wrote; returns the number of rollout batches already done."""
+    """Restore what `save_checkpoint` wrote; returns the number of rollout batches already done. A checkpoint
+    written under another config is refused (a clear error naming the fields; nothing is deleted)."""
     meta = json.loads((directory / "state.json").read_text())
+    current = json.loads(json.dumps(asdict(config)))
+    changed = sorted(
+        name for name in current if name not in RESUMABLE_CHANGES and current[name] != meta["config"].get(name)
+    )
+    if changed:
+        raise ValueError(
+            f"The checkpoint in {directory} was written with another config (differs in {', '.join(changed)}); "
+            "resume with the same config, or train into a new output_dir (or delete that checkpoint)"
+        )
     for name, module in modules.items():
         _load_trainable_state(accelerator.unwrap_model(module), load_file(str(directory / f"{name}.safetensors")))
     for name, optimizer in optimizers.items():
@@ -841,7 +856,7 @@ def train_plus(
     checkpoint = output_dir / CHECKPOINT_DIR
     start = 0
     if (checkpoint / "state.json").exists():
-        start = load_checkpoint(checkpoint, prepared_modules, optimizers, schedulers, accelerator)
+        start = load_checkpoint(checkpoint, config, prepared_modules, optimizers, schedulers, accelerator)
         logger.info("Resumed from %s at step %d", checkpoint, start)
     if accelerator.is_main_process:
         write_json(output_dir / "config.json", asdict(config))

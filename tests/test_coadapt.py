@@ -208,6 +208,16 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     )
 
 
+def test_resuming_under_another_config_is_a_clear_error(tmp_path):
+    config = _config(separate_critic=False, checkpoint_every=1)
+    train_plus(config, _records(), tmp_path, reward_model=ByteRewardModel(), stop_after=1)
+    with pytest.raises(ValueError, match="differs in actor_lr"):
+        train_plus(dataclasses.replace(config, actor_lr=0.5), _records(), tmp_path, reward_model=ByteRewardModel())
+    assert (tmp_path / "checkpoint" / "state.json").exists()  # nothing written is lost
+    resumed = train_plus(dataclasses.replace(config, checkpoint_every=0), _records(), tmp_path, ByteRewardModel())
+    assert resumed.num_steps == 2
+
+
 @pytest.mark.slow
 def test_rloo_with_lora_trains_only_the_adapters(tmp_path):
     config = _config(estimator="rloo", num_samples=2, lora=True, lora_rank=2, actor_lr=1e-2)
