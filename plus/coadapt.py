@@ -203,8 +203,12 @@ class CoadaptConfig:
         for name in ("gamma", "lam", "top_p", "warmup_ratio"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"CoadaptConfig.{name} must lie in [0, 1], got {getattr(self, name)!r}")
-        if self.lora_top_layers is not None and (not isinstance(self.lora_top_layers, int) or self.lora_top_layers < 1):
-            raise ValueError(f"CoadaptConfig.lora_top_layers must be None or a positive int, got {self.lora_top_layers!r}")
+        if self.lora_top_layers is not None and (
+            not isinstance(self.lora_top_layers, int) or self.lora_top_layers < 1
+        ):
+            raise ValueError(
+                f"CoadaptConfig.lora_top_layers must be None or a positive int, got {self.lora_top_layers!r}"
+            )
         if not self.checkpoint_every >= 0:
             raise ValueError(f"CoadaptConfig.checkpoint_every must be >= 0, got {self.checkpoint_every!r}")
 
@@ -338,7 +342,9 @@ def _with_lora(model: PreTrainedModel, config: CoadaptConfig) -> nn.Module:
     if config.lora_top_layers is not None:
         depth = model.config.num_hidden_layers
         if config.lora_top_layers > depth:
-            raise ValueError(f"CoadaptConfig.lora_top_layers={config.lora_top_layers} exceeds the model's {depth} blocks")
+            raise ValueError(
+                f"CoadaptConfig.lora_top_layers={config.lora_top_layers} exceeds the model's {depth} blocks"
+            )
         layers = list(range(depth - config.lora_top_layers, depth))
         # peft takes a block filter only with named targets: every linear layer's name except the output head's.
         output = model.get_output_embeddings()
@@ -601,7 +607,9 @@ def update_reward_model(
     ``reward_epochs`` passes; the loss and accuracy reported are the first pass's."""
     scorer.train()
     losses, correct = [], []
-    minibatches = _minibatches(len(batch), config.train_batch_size * config.samples_per_context, config.micro_batch_size)
+    minibatches = _minibatches(
+        len(batch), config.train_batch_size * config.samples_per_context, config.micro_batch_size
+    )
     for epoch, minibatch in ((e, m) for e in range(config.reward_epochs) for m in minibatches):
         rows = sum(len(micro) for micro in minibatch)
         for micro in minibatch:
@@ -954,8 +962,9 @@ def evaluate_plus(
     temperature: float = 1.0,
 ) -> dict[str, float]:
     """Pairwise accuracy 1[r(eval_chosen | z) > r(eval_rejected | z)] per split and summary mode (``sampled`` at
-    ``temperature``: use the training run's, ``greedy``), keys ``<mode>/<split>``; also the share of bad summaries. With ``output_dir``,
-    writes ``summaries-<name>-<mode>.jsonl`` (one line per record) and ``accuracy-<name>.json`` there."""
+    ``temperature``: use the training run's, ``greedy``), keys ``<mode>/<split>``; also the share of bad
+    summaries. With ``output_dir``, writes ``summaries-<name>-<mode>.jsonl`` (one line per record) and
+    ``accuracy-<name>.json`` there."""
     _check_records(records, EVAL_FIELDS, "eval")
     scorer = RewardScorer(reward_model)
     splits = np.array([record.get("split", "all") for record in records])

@@ -236,7 +236,9 @@ def test_rollout_log_probs_are_those_of_the_tempered_sampling_distribution(tmp_p
 
     seen = {}
     config = _config(separate_critic=False, temperature=0.5, max_steps=1)
-    train_plus(config, _records(4), tmp_path, reward_model=ByteRewardModel(), on_rollout=lambda s, r, b: seen.update(b=b))
+    train_plus(
+        config, _records(4), tmp_path, reward_model=ByteRewardModel(), on_rollout=lambda s, r, b: seen.update(b=b)
+    )
     batch = seen["b"]
     base, _ = load_causal_lm("tiny-chat-lm", device="cpu")  # the policy before its first update
     tensors = (batch.query_ids, batch.query_mask, batch.response_ids, batch.response_mask)
@@ -255,11 +257,7 @@ def test_lora_top_layers_adapts_only_the_top_blocks(tmp_path):
     trainable = [n for n, p in result.policy.named_parameters() if p.requires_grad]
     assert trainable and all(f"layers.{depth - 1}." in n for n in trainable)
     with pytest.raises(ValueError, match="lora_top_layers"):
-        train_plus(replace_config(config, lora_top_layers=depth + 1), _records(4), tmp_path / "deep")
-
-
-def replace_config(config: CoadaptConfig, **changes) -> CoadaptConfig:
-    return dataclasses.replace(config, **changes)
+        train_plus(dataclasses.replace(config, lora_top_layers=depth + 1), _records(4), tmp_path / "deep")
 
 
 def test_evaluation_writes_summaries_and_accuracy_per_split(tmp_path):
