@@ -108,6 +108,10 @@ class CoadaptConfig:
     """Nucleus-sampling threshold of the summaries."""
     prefill_marker: bool = False
     """Start the assistant turn with ``##Summary`` (help for small models; the paper does not)."""
+    summary_prefix: str = ""
+    """The summary's first words, written after the marker (needs ``prefill_marker``), e.g. "This user prefers".
+    The summary the reward model reads is the prefix and what the summarizer writes after it; the policy is
+    trained only on the tokens it wrote. "" (the paper): the summarizer writes the whole summary."""
     estimator: str = "ppo"
     """``ppo`` (learned critic, GAE), ``rloo`` or ``grpo`` (critic-free, ``num_samples`` per context)."""
     num_samples: int = 4
@@ -209,6 +213,8 @@ class CoadaptConfig:
             raise ValueError(
                 f"CoadaptConfig.lora_top_layers must be None or a positive int, got {self.lora_top_layers!r}"
             )
+        if self.summary_prefix and not self.prefill_marker:
+            raise ValueError(f"CoadaptConfig.summary_prefix={self.summary_prefix!r} needs prefill_marker=True")
         if not self.checkpoint_every >= 0:
             raise ValueError(f"CoadaptConfig.checkpoint_every must be >= 0, got {self.checkpoint_every!r}")
 
@@ -474,6 +480,7 @@ def collect_rollout(
         top_p=config.top_p,
         batch_size=config.micro_batch_size,
         prefill_marker=config.prefill_marker,
+        summary_prefix=config.summary_prefix,
     )
     # Step 2: the reward model as it was BEFORE this batch's update (eval mode, no grad).
     repeated = [records[i] for i in record_index]
@@ -960,6 +967,7 @@ def evaluate_plus(
     seed: int = 0,
     name: str = "eval",
     temperature: float = 1.0,
+    summary_prefix: str = "",
 ) -> dict[str, float]:
     """Pairwise accuracy 1[r(eval_chosen | z) > r(eval_rejected | z)] per split and summary mode (``sampled`` at
     ``temperature``: use the training run's, ``greedy``), keys ``<mode>/<split>``; also the share of bad
@@ -982,6 +990,7 @@ def evaluate_plus(
             temperature=temperature,
             batch_size=batch_size,
             prefill_marker=prefill_marker,
+            summary_prefix=summary_prefix,
         )
         margins = score_summaries(scorer, generated.texts, records, "eval", batch_size)  # (B,)
         correct = (margins > 0).numpy()

@@ -115,8 +115,20 @@ def _end_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> list
     return sorted(i for i in ids if i is not None)
 
 
-def build_queries(tokenizer: PreTrainedTokenizerBase, contexts: list[str], prefill_marker: bool = False) -> list[str]:
-    """Chat-formatted prompt strings, ready to tokenize; ``prefill_marker`` starts the assistant turn with it."""
+def assistant_prefill(prefill_marker: bool, summary_prefix: str = "") -> str:
+    """The text the assistant turn starts with: nothing, the marker, or the marker and the summary's first words."""
+    if summary_prefix and not prefill_marker:
+        raise ValueError(f"summary_prefix={summary_prefix!r} needs prefill_marker=True")
+    if not prefill_marker:
+        return ""
+    return f"{SUMMARY_MARKER}\n{summary_prefix}" if summary_prefix else SUMMARY_MARKER
+
+
+def build_queries(
+    tokenizer: PreTrainedTokenizerBase, contexts: list[str], prefill_marker: bool = False, summary_prefix: str = ""
+) -> list[str]:
+    """Chat-formatted prompt strings, ready to tokenize; the assistant turn starts with `assistant_prefill`."""
+    prefill = assistant_prefill(prefill_marker, summary_prefix)
     prompts = []
     for index, context in enumerate(contexts):
         try:
@@ -124,7 +136,7 @@ def build_queries(tokenizer: PreTrainedTokenizerBase, contexts: list[str], prefi
         except ValueError as error:
             raise ValueError(f"context {index}: {error}") from None
         prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        prompts.append(prompt + SUMMARY_MARKER if prefill_marker else prompt)
+        prompts.append(prompt + prefill)
     return prompts
 
 
@@ -139,17 +151,21 @@ def generate_summaries(
     do_sample: bool = True,
     batch_size: int = 8,
     prefill_marker: bool = False,
+    summary_prefix: str = "",
 ) -> GeneratedSummaries:
     """Sample (or, with ``do_sample=False``, greedily decode) one summary per context, in batches.
 
     Sampling draws from torch's global RNG: seed it for reproducible summaries. ``prefill_marker`` puts the
     marker at the start of the assistant turn (a help for small models that ignore the instruction; the paper
-    does not), and the parsed summaries then count it as present."""
+    does not), and the parsed summaries then count it as present. ``summary_prefix`` (with the marker) also
+    writes the summary's first words, e.g. "This user prefers"; the summary is the prefix and what follows it,
+    and it counts as empty when nothing but white space follows."""
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens}, {batch_size}")
     if tokenizer.padding_side != "left":
         raise ValueError("generate_summaries needs a left-padded tokenizer (plus.models.load_causal_lm gives one)")
-    prompts = build_queries(tokenizer, contexts, prefill_marker)
+    prompts = build_queries(tokenizer, contexts, prefill_marker, summary_prefix)
+    prefill = assistant_prefill(prefill_marker, summary_prefix)
     device = next(model.parameters()).device
     end_ids = _end_ids(tokenizer, model)
     pad_id = tokenizer.pad_token_id
@@ -181,7 +197,10 @@ def generate_summaries(
             length = ends[0] + 1 if ends else len(tokens)
             truncated = not ends and len(tokens) >= max_new_tokens
             text = tokenizer.decode(tokens[:length], skip_special_tokens=True)
-            summaries.append(parse_summary(SUMMARY_MARKER + text if prefill_marker else text, truncated))
+            if summary_prefix and not text.strip():  # nothing after the prefix: an empty summary, not the bare prefix
+                summaries.append(parse_summary(SUMMARY_MARKER, truncated))
+            else:
+                summaries.append(parse_summary(prefill + text, truncated))
             responses.append(torch.tensor(tokens[:length], dtype=torch.long))
             queries.append(encoded.input_ids[row][encoded.attention_mask[row].bool()].cpu())
     if was_training:

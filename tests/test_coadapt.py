@@ -298,6 +298,7 @@ def test_rollout_select_trims_padding_columns():
         ({"lam": 1.5}, "lam"),
         ({"actor_lr": 0.0}, "actor_lr"),
         ({"lora_top_layers": 0}, "lora_top_layers"),
+        ({"summary_prefix": "This user prefers", "prefill_marker": False}, "summary_prefix"),
     ],
 )
 def test_bad_config_is_a_clear_error(overrides, message):

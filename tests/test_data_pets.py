@@ -1,7 +1,7 @@
 import pytest
 
 from plus.data import ANIMALS, animal_of, build_pets, pet_sentences, write_jsonl
-from plus.data.pets import FACTS, NUM_TRAIN_FACTS
+from plus.data.pets import FACTS, NUM_TRAIN_FACTS, animal_named_first, contested_animals, ideal_summary
 
 
 def test_pools_are_large_and_train_test_disjoint_in_sentences_and_facts():
@@ -80,3 +80,27 @@ def test_context_never_repeats_a_target_sentence():
     for record in build_pets(seed=5, num_train=200, num_test=0):
         targets = {record["chosen"], record["rejected"], record["eval_chosen"], record["eval_rejected"]}
         assert not targets & {s for p in record["context_pairs"] for s in (p["chosen"], p["rejected"])}
+
+
+def test_contested_animals_are_the_pair_the_two_users_disagree_on():
+    records = build_pets(seed=0, num_train=40, num_test=40, ood=True)
+    contested = [r for r in records if r["contested"]]
+    assert contested
+    for record in contested:
+        own, other = contested_animals(record["ground_truth"]["profile"])
+        assert (animal_of(record["eval_chosen"]), animal_of(record["eval_rejected"])) == (own, other)
+    users = {r["user_id"]: contested_animals(r["ground_truth"]["profile"]) for r in records}
+    assert users == {
+        "helpful": ("dog", "cat"),
+        "harmless": ("cat", "dog"),
+        "helpful-ood": ("rabbit", "bird"),
+        "harmless-ood": ("bird", "rabbit"),
+    }
+
+
+def test_animal_named_first_reads_the_first_of_the_two_animals():
+    helpful = {"bird": 3, "dog": 2, "cat": 1, "rabbit": 0}
+    assert animal_named_first("Prefers dogs to cats.", helpful) == "own"
+    assert animal_named_first("Likes Cats more than dogs", helpful) == "other"
+    assert animal_named_first("Likes birds.", helpful) == "neither"
+    assert ideal_summary(helpful) == "This user prefers responses about dogs."

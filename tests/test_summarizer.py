@@ -5,6 +5,7 @@ from plus.models import load_causal_lm
 from plus.summarizer import (
     SUMMARIZER_INSTRUCTION,
     SUMMARY_MARKER,
+    assistant_prefill,
     build_summarizer_messages,
     generate_summaries,
     pad_sequences,
@@ -99,6 +100,22 @@ def test_prefilled_marker_counts_as_present(tiny):
     model, tokenizer = tiny
     out = generate_summaries(model, tokenizer, CONTEXTS[:1], max_new_tokens=4, prefill_marker=True)
     assert out.summaries[0].has_marker
+
+
+def test_summary_prefix_starts_every_summary_and_is_not_a_generated_token(tiny):
+    model, tokenizer = tiny
+    out = generate_summaries(
+        model, tokenizer, CONTEXTS, max_new_tokens=4, prefill_marker=True, summary_prefix="This user prefers"
+    )
+    for summary, query in zip(out.summaries, out.query_ids, strict=True):
+        assert summary.is_empty or summary.text.startswith("This user prefers")
+        assert tokenizer.decode(query, skip_special_tokens=True).endswith("This user prefers")
+    assert out.response_lengths.max() <= 4  # the prefix is in the query, never in the trained response tokens
+
+
+def test_a_summary_prefix_needs_the_marker():
+    with pytest.raises(ValueError, match="summary_prefix"):
+        assistant_prefill(prefill_marker=False, summary_prefix="This user prefers")
 
 
 def test_response_logprobs_match_the_sampling_distribution(tiny):

@@ -315,3 +315,24 @@ def animal_of(sentence: str) -> str:
         if any(fact.lower() in sentence.lower() for fact in facts):
             return animal
     raise ValueError(f"Not a Pets response: {sentence!r}")
+
+
+def contested_animals(profile: dict[str, int]) -> tuple[str, str]:
+    """``(own, other)``: the animals a Pets user ranks second and third. The two users of a split agree on the
+    first and the last, so these are the animals of the user's contested pair, and the user prefers ``own``
+    (train and test: dog or cat; ``test_ood``: rabbit or bird)."""
+    ranked = sorted(ANIMALS, key=lambda animal: -profile[animal])
+    return ranked[1], ranked[2]
+
+
+def ideal_summary(profile: dict[str, int], prefix: str = "This user prefers responses about") -> str:
+    """The one fact a Pets summary needs, in a summarizer's words: ``"<prefix> dogs."`` for the helpful user."""
+    return f"{prefix} {contested_animals(profile)[0]}s."
+
+
+def animal_named_first(summary: str, profile: dict[str, int]) -> str:
+    """``own``, ``other`` or ``neither``: which animal of the user's contested pair a summary names first."""
+    text = summary.lower()
+    own, other = contested_animals(profile)
+    positions = {label: text.find(animal) for label, animal in (("own", own), ("other", other)) if animal in text}
+    return min(positions, key=positions.get) if positions else "neither"
