@@ -110,6 +110,7 @@ def test_summary_prefix_starts_every_summary_and_is_not_a_generated_token(tiny):
     for summary, query in zip(out.summaries, out.query_ids, strict=True):
         assert summary.is_empty or summary.text.startswith("This user prefers")
         assert tokenizer.decode(query, skip_special_tokens=True).endswith("This user prefers")
+    assert any(not summary.is_empty for summary in out.summaries)
     assert out.response_lengths.max() <= 4  # the prefix is in the query, never in the trained response tokens
 
 
