@@ -1,7 +1,14 @@
 import pytest
 
 from plus.data import ANIMALS, animal_of, build_pets, pet_sentences, write_jsonl
-from plus.data.pets import FACTS, NUM_TRAIN_FACTS, animal_named_first, contested_animals, ideal_summary
+from plus.data.pets import (
+    FACTS,
+    NUM_TRAIN_FACTS,
+    animal_named_first,
+    animal_summary,
+    contested_animals,
+    ideal_summary,
+)
 
 
 def test_pools_are_large_and_train_test_disjoint_in_sentences_and_facts():
@@ -104,3 +111,6 @@ def test_animal_named_first_reads_the_first_of_the_two_animals():
     assert animal_named_first("Likes Cats more than dogs", helpful) == "other"
     assert animal_named_first("Likes birds.", helpful) == "neither"
     assert ideal_summary(helpful) == "This user prefers responses about dogs."
+    assert ideal_summary(helpful, "Likes") == animal_summary("dog", "Likes") == "Likes dogs."
+    with pytest.raises(ValueError, match="'hamster'"):
+        animal_summary("hamster")

@@ -325,9 +325,17 @@ def contested_animals(profile: dict[str, int]) -> tuple[str, str]:
     return ranked[1], ranked[2]
 
 
+def animal_summary(animal: str, prefix: str = "This user prefers responses about") -> str:
+    """A one-fact summary in a summarizer's words: ``"<prefix> dogs."`` for ``animal="dog"``."""
+    if animal not in ANIMALS:
+        raise ValueError(f"Unknown Pets animal {animal!r}; expected one of {ANIMALS}")
+    return f"{prefix} {animal}s."
+
+
 def ideal_summary(profile: dict[str, int], prefix: str = "This user prefers responses about") -> str:
-    """The one fact a Pets summary needs, in a summarizer's words: ``"<prefix> dogs."`` for the helpful user."""
-    return f"{prefix} {contested_animals(profile)[0]}s."
+    """The one fact a Pets summary needs: `animal_summary` of the user's own contested animal (dogs for the
+    helpful user)."""
+    return animal_summary(contested_animals(profile)[0], prefix)
 
 
 def animal_named_first(summary: str, profile: dict[str, int]) -> str:
