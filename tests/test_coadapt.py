@@ -250,6 +250,27 @@ def test_rollout_log_probs_are_those_of_the_tempered_sampling_distribution(tmp_p
     assert not torch.allclose(batch.logprobs, token_logprobs(logits, batch.response_ids) * mask, atol=1e-3)
 
 
+@pytest.mark.parametrize("estimator", ["ppo", "rloo"])
+def test_the_summarizer_update_moves_log_probs_the_way_the_advantages_point(tmp_path, estimator):
+    """One small step must raise sum_t A_t log pi(token_t): the summaries the reward favours become likelier. A
+    flipped sign anywhere between the reward and the policy loss makes this sum negative."""
+    from plus.summarizer import response_logits, token_logprobs
+
+    seen = {}
+    config = _config(estimator=estimator, num_samples=2, separate_critic=False, actor_lr=1e-4, max_steps=1)
+    result = train_plus(
+        config, _records(4), tmp_path, reward_model=ByteRewardModel(), on_rollout=lambda s, r, b: seen.update(b=b)
+    )
+    batch = seen["b"]
+    tensors = (batch.query_ids, batch.query_mask, batch.response_ids, batch.response_mask)
+    with torch.no_grad():
+        logits, _ = response_logits(result.policy, *tensors)
+    mask = batch.response_mask.float()
+    moved = (token_logprobs(logits / config.temperature, batch.response_ids) * mask - batch.logprobs) * mask
+    assert batch.advantages.abs().sum() > 0
+    assert (batch.advantages * moved).sum() > 0
+
+
 def test_lora_top_layers_adapts_only_the_top_blocks(tmp_path):
     config = _config(estimator="rloo", num_samples=2, lora=True, lora_rank=2, lora_top_layers=1, max_steps=1)
     result = train_plus(config, _records(4), tmp_path, reward_model=ByteRewardModel())
