@@ -210,6 +210,46 @@ def generate_summaries(
     return GeneratedSummaries(summaries, query_ids, query_mask, response_ids, response_mask, seconds)
 
 
+@torch.no_grad()
+def next_word_probs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    contexts: list[str],
+    words: list[list[str]],
+    temperature: float = 1.0,
+    batch_size: int = 8,
+    prefill_marker: bool = False,
+    summary_prefix: str = "",
+) -> torch.Tensor:
+    """(len(contexts), k): the probability, at ``temperature``, that the summarizer's next token after the prefilled
+    assistant turn is the first token of each of the k ``words`` given for that context (read with a leading
+    space, as a word that follows the prefix). What the summarizer would write first, without sampling."""
+    if len(words) != len(contexts) or len({len(w) for w in words}) > 1:
+        raise ValueError(
+            f"words needs one list of the same length per context, got {len(words)} lists for "
+            f"{len(contexts)} contexts, of lengths {sorted({len(w) for w in words})}"
+        )
+    if tokenizer.padding_side != "left":
+        raise ValueError("next_word_probs needs a left-padded tokenizer (plus.models.load_causal_lm gives one)")
+    ids = torch.tensor(
+        [[tokenizer(f" {word}", add_special_tokens=False).input_ids[0] for word in row] for row in words]
+    )  # (N, k)
+    prompts = build_queries(tokenizer, contexts, prefill_marker, summary_prefix)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    probs = []
+    for start in range(0, len(prompts), batch_size):
+        encoded = tokenizer(
+            prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(device)
+        last = model(**encoded).logits[:, -1].float()  # (b, V): left padding puts every prompt's end last
+        probs.append((last / temperature).softmax(-1).cpu().gather(1, ids[start : start + batch_size]))
+    if was_training:
+        model.train()
+    return torch.cat(probs) if probs else torch.zeros(0, 0)
+
+
 def pad_sequences(sequences: list[torch.Tensor], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack 1-D token tensors into (B, T) ids and a (B, T) mask, padding on ``side`` ("left" or "right")."""
     width = max(len(sequence) for sequence in sequences)

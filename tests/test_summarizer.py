@@ -6,8 +6,10 @@ from plus.summarizer import (
     SUMMARIZER_INSTRUCTION,
     SUMMARY_MARKER,
     assistant_prefill,
+    build_queries,
     build_summarizer_messages,
     generate_summaries,
+    next_word_probs,
     pad_sequences,
     parse_summary,
     response_logits,
@@ -117,6 +119,22 @@ def test_summary_prefix_starts_every_summary_and_is_not_a_generated_token(tiny):
 def test_a_summary_prefix_needs_the_marker():
     with pytest.raises(ValueError, match="summary_prefix"):
         assistant_prefill(prefill_marker=False, summary_prefix="This user prefers")
+
+
+def test_next_word_probs_read_the_token_right_after_the_prefix(tiny):
+    model, tokenizer = tiny
+    words = [["dogs", "cats"]] * len(CONTEXTS)
+    kwargs = dict(prefill_marker=True, summary_prefix="This user prefers", temperature=0.7)
+    one = next_word_probs(model, tokenizer, CONTEXTS, words, batch_size=1, **kwargs)
+    three = next_word_probs(model, tokenizer, CONTEXTS, words, batch_size=3, **kwargs)  # left-padded together
+    assert one.shape == (3, 2) and torch.allclose(one, three, atol=1e-5)
+    prompt = build_queries(tokenizer, CONTEXTS[:1], prefill_marker=True, summary_prefix="This user prefers")[0]
+    with torch.no_grad():
+        logits = model(tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids).logits[0, -1]
+    dogs = tokenizer(" dogs", add_special_tokens=False).input_ids[0]
+    assert torch.isclose(one[0, 0], (logits / 0.7).softmax(-1)[dogs], atol=1e-6)
+    with pytest.raises(ValueError, match="one list of the same length per context"):
+        next_word_probs(model, tokenizer, CONTEXTS, words[:2])
 
 
 def test_response_logprobs_match_the_sampling_distribution(tiny):
