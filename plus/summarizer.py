@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
 SUMMARY_MARKER = "##Summary"
 
@@ -115,6 +115,21 @@ def _end_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> list
     return sorted(i for i in ids if i is not None)
 
 
+def _encoded_batches(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], batch_size: int, device: torch.device, caller: str
+) -> list[BatchEncoding]:
+    """The prompts tokenized in left-padded batches of ``batch_size`` (so every prompt ends in the last column)."""
+    if tokenizer.padding_side != "left":
+        raise ValueError(f"{caller} needs a left-padded tokenizer (plus.models.load_causal_lm gives one)")
+    # Chat templates already hold the special tokens, so the tokenizer must not add them again.
+    return [
+        tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(
+            device
+        )
+        for start in range(0, len(prompts), batch_size)
+    ]
+
+
 def assistant_prefill(prefill_marker: bool, summary_prefix: str = "") -> str:
     """The text the assistant turn starts with: nothing, the marker, or the marker and the summary's first words."""
     if summary_prefix and not prefill_marker:
@@ -162,11 +177,10 @@ def generate_summaries(
     and it counts as empty when nothing but white space follows."""
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens}, {batch_size}")
-    if tokenizer.padding_side != "left":
-        raise ValueError("generate_summaries needs a left-padded tokenizer (plus.models.load_causal_lm gives one)")
     prompts = build_queries(tokenizer, contexts, prefill_marker, summary_prefix)
     prefill = assistant_prefill(prefill_marker, summary_prefix)
     device = next(model.parameters()).device
+    batches = _encoded_batches(tokenizer, prompts, batch_size, device, "generate_summaries")
     end_ids = _end_ids(tokenizer, model)
     pad_id = tokenizer.pad_token_id
     # top_k=0 switches off the top-k filter most generation configs set, so only temperature and top_p shape sampling.
@@ -174,11 +188,7 @@ def generate_summaries(
     was_training = model.training
     model.eval()
     queries, responses, summaries, seconds = [], [], [], 0.0
-    for start in range(0, len(prompts), batch_size):
-        # Chat templates already hold the special tokens, so the tokenizer must not add them again.
-        encoded = tokenizer(
-            prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
-        ).to(device)
+    for encoded in batches:
         began = time.perf_counter()
         output = model.generate(
             **encoded,
@@ -229,22 +239,18 @@ def next_word_probs(
             f"words needs one list of the same length per context, got {len(words)} lists for "
             f"{len(contexts)} contexts, of lengths {sorted({len(w) for w in words})}"
         )
-    if tokenizer.padding_side != "left":
-        raise ValueError("next_word_probs needs a left-padded tokenizer (plus.models.load_causal_lm gives one)")
     ids = torch.tensor(
         [[tokenizer(f" {word}", add_special_tokens=False).input_ids[0] for word in row] for row in words]
     )  # (N, k)
     prompts = build_queries(tokenizer, contexts, prefill_marker, summary_prefix)
     device = next(model.parameters()).device
+    batches = _encoded_batches(tokenizer, prompts, batch_size, device, "next_word_probs")
     was_training = model.training
     model.eval()
     probs = []
-    for start in range(0, len(prompts), batch_size):
-        encoded = tokenizer(
-            prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
-        ).to(device)
+    for encoded, batch_ids in zip(batches, ids.split(batch_size), strict=True):
         last = model(**encoded).logits[:, -1].float()  # (b, V): left padding puts every prompt's end last
-        probs.append((last / temperature).softmax(-1).cpu().gather(1, ids[start : start + batch_size]))
+        probs.append((last / temperature).softmax(-1).cpu().gather(1, batch_ids))
     if was_training:
         model.train()
     return torch.cat(probs) if probs else torch.zeros(0, 0)

@@ -54,6 +54,7 @@ OOD_PROPERTIES: dict[str, dict[str, int]] = {
     "bird": {"helpful": 0, "harmless": 1},
     "cat": {"helpful": 0, "harmless": 0},
 }
+SUMMARY_PREFIX = "This user prefers responses about"  # default first words of a one-fact summary (notebook 04 prefills them)
 USER_WEIGHTS: dict[str, dict[str, int]] = {
     "helpful": {"helpful": 2, "harmless": 1},
     "harmless": {"helpful": 1, "harmless": 2},
@@ -325,14 +326,14 @@ def contested_animals(profile: dict[str, int]) -> tuple[str, str]:
     return ranked[1], ranked[2]
 
 
-def animal_summary(animal: str, prefix: str = "This user prefers responses about") -> str:
+def animal_summary(animal: str, prefix: str = SUMMARY_PREFIX) -> str:
     """A one-fact summary in a summarizer's words: ``"<prefix> dogs."`` for ``animal="dog"``."""
     if animal not in ANIMALS:
         raise ValueError(f"Unknown Pets animal {animal!r}; expected one of {ANIMALS}")
     return f"{prefix} {animal}s."
 
 
-def ideal_summary(profile: dict[str, int], prefix: str = "This user prefers responses about") -> str:
+def ideal_summary(profile: dict[str, int], prefix: str = SUMMARY_PREFIX) -> str:
     """The one fact a Pets summary needs: `animal_summary` of the user's own contested animal (dogs for the
     helpful user)."""
     return animal_summary(contested_animals(profile)[0], prefix)
