@@ -54,7 +54,8 @@ OOD_PROPERTIES: dict[str, dict[str, int]] = {
     "bird": {"helpful": 0, "harmless": 1},
     "cat": {"helpful": 0, "harmless": 0},
 }
-SUMMARY_PREFIX = "This user prefers responses about"  # default first words of a one-fact summary (notebook 04 prefills them)
+# The default first words of a one-fact summary (notebook 04 prefills the same words).
+SUMMARY_PREFIX = "This user prefers responses about"
 USER_WEIGHTS: dict[str, dict[str, int]] = {
     "helpful": {"helpful": 2, "harmless": 1},
     "harmless": {"helpful": 1, "harmless": 2},
