@@ -551,9 +551,24 @@ METHODS: dict[str, type[RewardMethod]] = {cls.name: cls for cls in (BTL, DPL, IC
 
 
 def build_method(
-    config: BaselineConfig, embedder: TextEmbedder | None = None, summaries: dict[str, str] | None = None
+    config: BaselineConfig,
+    embedder: TextEmbedder | None = None,
+    summaries: dict[str, str] | None = None,
+    seed: int = 0,
 ) -> RewardMethod:
-    """The method ``config.method``; vpl/pal share ``embedder`` if given, plus-untrained reads ``summaries``."""
+    """The method ``config.method``; vpl/pal share ``embedder`` if given, plus-untrained reads ``summaries``.
+
+    New weights (reward heads, the vpl/pal networks) are drawn from torch's RNG seeded with ``seed``, inside a
+    fork of it: the same build in any process, and the caller's RNG stream left as it was. (torch seeds its
+    RNG at random in each new process, so an unseeded build differs from run to run.)"""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _build_method(config, embedder, summaries)
+
+
+def _build_method(
+    config: BaselineConfig, embedder: TextEmbedder | None, summaries: dict[str, str] | None
+) -> RewardMethod:
     cls = METHODS[config.method]
     if issubclass(cls, EmbeddingRewardMethod):
         if embedder is not None and embedder.model_name != config.embedding_model:

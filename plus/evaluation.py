@@ -287,7 +287,7 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | Path) -> dict:
                     embedding_model=config.embedding_model,
                     kl_weight=KL_WEIGHTS.get(dataset, 1e-4),
                 )
-                method = build_method(method_config, embedder=embedder, summaries=summaries)
+                method = build_method(method_config, embedder=embedder, summaries=summaries, seed=seed)
                 train_config = replace(config.embedding_train if embedding else config.train, seed=seed)
                 trained = train_reward_model(method, train_records, train_config, run, save_checkpoint=False)
                 metrics = evaluate_method(method, records, config.splits, config.eval_batch_size)

@@ -172,3 +172,22 @@ def test_each_method_learns_toy_users_where_it_should(method, minilm):
         assert result["contested_accuracy"] >= 0.8, (method, result)  # a user-blind model gets exactly 0.5
     else:
         assert result["contested_accuracy"] == 0.5, (method, result)  # mirrored pairs: exactly one of two right
+
+
+@pytest.mark.parametrize("method", ["btl", "vpl"])
+def test_a_build_is_the_same_whatever_the_callers_rng(method, embedder):
+    config = BaselineConfig(
+        method=method,
+        reward_model=RewardModelConfig(backbone="tiny-chat-lm", max_length=256),
+        embedding_model="tiny-encoder",
+    )
+    torch.manual_seed(1)
+    first = build_method(config, embedder=embedder).state_dict()
+    after_first = torch.rand(1)  # the build left the caller's stream where it was
+    torch.manual_seed(2)
+    second = build_method(config, embedder=embedder).state_dict()
+    other_seed = build_method(config, embedder=embedder, seed=1).state_dict()
+    torch.manual_seed(1)
+    assert torch.equal(torch.rand(1), after_first)
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    assert any(not torch.equal(first[name], other_seed[name]) for name in first)
