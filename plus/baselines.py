@@ -561,7 +561,7 @@ def build_method(
     New weights (reward heads, the vpl/pal networks) are drawn from torch's RNG seeded with ``seed``, inside a
     fork of it: the same build in any process, and the caller's RNG stream left as it was. (torch seeds its
     RNG at random in each new process, so an unseeded build differs from run to run.)"""
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng():  # CUDA generators too, since manual_seed seeds them as well
         torch.manual_seed(seed)
         return _build_method(config, embedder, summaries)
 
