@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: all env run book test lint clean-book
+.PHONY: all env run book test lint bench clean-book
 
 all: run book
 
@@ -46,6 +46,13 @@ book: env
 
 test: env
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Seconds per PLUS rollout batch, side by side in one process: the fast path, the plain path and TRL's RLOOTrainer
+# (notebook 04's shape), then PPO with a critic; results/$(PROFILE)/bench/ (read by notebooks/06_speed.ipynb).
+bench: env
+	$(BIN)/python -m plus.bench --profile $(PROFILE) --output results/$(PROFILE)/bench/plus_step.json
+	$(BIN)/python -m plus.bench --profile $(PROFILE) --estimator ppo --methods plus,plus_reference \
+	  --output results/$(PROFILE)/bench/plus_step_ppo.json
 
 lint: env
 	$(BIN)/ruff check plus tests && $(BIN)/ruff format --check plus tests

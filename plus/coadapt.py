@@ -68,6 +68,7 @@ from plus.losses import (
     token_rewards,
 )
 from plus.models import load_causal_lm
+from plus.prefix import frozen_depth, summary_logits
 from plus.reward_model import RewardModelConfig, SummaryRewardModel
 from plus.summarizer import generate_summaries, response_logits, token_logprobs
 from plus.train import seed_everything
@@ -99,7 +100,17 @@ class CoadaptConfig:
     train_batch_size: int = 128
     """Records per optimizer step (a rollout batch gives rollout / train steps per PPO epoch)."""
     micro_batch_size: int = 8
-    """Records per forward pass (generation, scoring and gradient accumulation); sets the memory use."""
+    """Rows (summaries) per forward pass (scoring, log-probs and gradient accumulation); sets the memory use only:
+    losses and gradients do not depend on it."""
+    generation_batch_size: int = 64
+    """Summaries decoded together (contexts x samples per context) on the shared-context path; larger batches
+    amortise the per-step cost of decoding, at the price of KV-cache memory."""
+    shared_context: bool = True
+    """The fast path (`plus.prefix`): each context is prefilled once for its samples, the summarizer's frozen
+    bottom blocks run once per rollout batch, and the log-prob, reference, critic and update passes run only the
+    blocks above them, with logits at the summary positions. False: the plain reference path, kept for the
+    equivalence tests and the benchmark (transformers' ``generate`` in micro-batches, and a full forward of
+    [context, summary] for every row in every pass). Both compute the same numbers up to rounding."""
     max_summary_tokens: int = 256
     """Cap on generated summary tokens."""
     temperature: float = 1.0
@@ -177,6 +188,7 @@ class CoadaptConfig:
             "rollout_batch_size",
             "train_batch_size",
             "micro_batch_size",
+            "generation_batch_size",
             "max_summary_tokens",
             "ppo_epochs",
             "reward_epochs",
@@ -254,23 +266,39 @@ class RolloutBatch:
     advantages: torch.Tensor | None = None  # (N, S)
     returns: torch.Tensor | None = None  # (N, S) GAE returns, the critic's targets (PPO only)
     kl: torch.Tensor | None = None  # (N, S) per-token k1 KL to the reference
+    # Prefix states (shared-context path with a trained summarizer; None on the plain path), `plus.prefix`:
+    context_states: torch.Tensor | None = None  # (B, Q, H) input of block ``split`` at each record's context
+    context_mask: torch.Tensor | None = None  # (B, Q) left-padded; rows: the distinct records of record_index
+    summary_states: torch.Tensor | None = None  # (N, S - 1, H) the same at summary tokens 0 .. S-2
+    split: int | None = None  # the first block the passes run (None: the states are token ids, (B, Q), (N, S - 1))
 
     def __len__(self) -> int:
         return len(self.summaries)
 
     def select(self, rows: Sequence[int]) -> RolloutBatch:
-        """The rows ``rows``, with all-padding columns trimmed (shorter forward passes)."""
+        """The rows ``rows``, with all-padding columns trimmed (shorter forward passes). With prefix states, the
+        contexts kept are those of the rows, once per run of consecutive rows of one record."""
         index = torch.as_tensor(list(rows), dtype=torch.long)
         query_keep = self.query_mask[index].any(0).nonzero()
         first = int(query_keep[0]) if len(query_keep) else 0
         width = max(int(self.response_mask[index].sum(1).max()), 1)
         picked: dict[str, Any] = {}
+        if self.context_states is not None:
+            contexts = torch.unique_consecutive(torch.as_tensor([self.record_index[i] for i in rows]))
+            context_mask = self.context_mask[contexts]
+            context_keep = context_mask.any(0).nonzero()
+            start = int(context_keep[0]) if len(context_keep) else 0
+            picked["context_states"] = self.context_states[contexts][:, start:]
+            picked["context_mask"] = context_mask[:, start:]
+            picked["summary_states"] = self.summary_states[index, : width - 1]
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name in picked:
+                continue
             if isinstance(value, list):
                 picked[f.name] = [value[i] for i in rows]
-            elif value is None or value.dim() == 1:
-                picked[f.name] = value if value is None else value[index]
+            elif not torch.is_tensor(value) or value.dim() == 1:
+                picked[f.name] = value[index] if torch.is_tensor(value) else value
             elif f.name.startswith("query"):
                 picked[f.name] = value[index, first:]
             else:
@@ -291,21 +319,12 @@ class ValueModel(nn.Module):
         nn.init.zeros_(self.head.weight)  # V = 0 at the start: the first advantages are the rewards-to-go
         nn.init.zeros_(self.head.bias)
 
-    def forward(
-        self,
-        query_ids: torch.Tensor,
-        query_mask: torch.Tensor,
-        response_ids: torch.Tensor,
-        response_mask: torch.Tensor,
-        policy_hidden: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Values (N, S) of the summary tokens."""
+    def forward(self, batch: RolloutBatch, policy_hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """Values (N, S) of the summary tokens of ``batch``."""
         if self.body is None:
             hidden = policy_hidden.detach()  # (N, S, H)
         else:
-            _, hidden = response_logits(
-                self.body, query_ids, query_mask, response_ids, response_mask, output_hidden_states=True
-            )
+            _, hidden = summary_forward(self.body, batch, self.head.weight.device, output_hidden_states=True)
         return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float()  # (N, S)
 
 
@@ -463,29 +482,37 @@ def collect_rollout(
     tokenizer: PreTrainedTokenizerBase,
     records: Sequence[dict],
     accelerator: Accelerator,
-) -> tuple[RolloutBatch, float]:
+) -> tuple[RolloutBatch, dict[str, float]]:
     """Steps 1 and 2 (and the PPO bookkeeping): sample summaries, score them with the reward model as it is now,
-    compute log-probs, reference log-probs, values, token rewards and advantages. Returns the batch and the
-    generation's tokens per second."""
+    compute log-probs, reference log-probs, values, token rewards and advantages. Returns the batch and timings:
+    ``perf/tokens_per_second`` (of the generation), ``perf/generation_seconds``, ``perf/scoring_seconds`` and
+    ``perf/logprob_seconds`` (the log-prob, reference and critic passes)."""
     samples = config.samples_per_context
-    contexts = [record["context"] for record in records for _ in range(samples)]
     record_index = [i for i in range(len(records)) for _ in range(samples)]
     unwrapped = accelerator.unwrap_model(policy)
+    keep_states = config.shared_context and config.train_summarizer
+    split = prefix_split(unwrapped, critic) if keep_states else None
     generated = generate_summaries(
         unwrapped,
         tokenizer,
-        contexts,
+        [record["context"] for record in records],
         max_new_tokens=config.max_summary_tokens,
         temperature=config.temperature,
         top_p=config.top_p,
-        batch_size=config.micro_batch_size,
+        batch_size=config.generation_batch_size if config.shared_context else config.micro_batch_size,
         prefill_marker=config.prefill_marker,
         summary_prefix=config.summary_prefix,
+        num_samples=samples,
+        keep_states_at=split,
+        plain=not config.shared_context,
     )
+    perf = {"perf/tokens_per_second": generated.tokens_per_second, "perf/generation_seconds": generated.seconds}
+    began = time.perf_counter()
     # Step 2: the reward model as it was BEFORE this batch's update (eval mode, no grad).
     repeated = [records[i] for i in record_index]
     margins = score_summaries(scorer, generated.texts, repeated, "reward", config.micro_batch_size)  # (N,)
     scores = F.logsigmoid(margins).clamp(-config.reward_clip, config.reward_clip)  # (N,)
+    perf["perf/scoring_seconds"] = time.perf_counter() - began
     batch = RolloutBatch(
         record_index=record_index,
         summaries=generated.texts,
@@ -497,29 +524,36 @@ def collect_rollout(
         scores=scores,
         margins=margins,
     )
+    if keep_states and split is not None:
+        batch.context_states, batch.context_mask = generated.context_states, generated.context_mask
+        batch.summary_states, batch.split = generated.summary_states, split
+    elif keep_states:  # trainable embeddings: the passes start from the token ids
+        batch.context_states, batch.context_mask = generated.query_ids[::samples], generated.query_mask[::samples]
+        batch.summary_states = generated.response_ids[:, :-1]
     if not config.train_summarizer:
-        return batch, generated.tokens_per_second
+        return batch, perf
+    began = time.perf_counter()
     device = accelerator.device
     logprobs, ref_logprobs, entropy, values = [], [], [], []
     policy.eval()  # dropout off: the update must see the same distribution the rollout sampled from
     for start in range(0, len(batch), config.micro_batch_size):
         part = batch.select(range(start, min(start + config.micro_batch_size, len(batch))))
         width = batch.response_ids.shape[1]
-        tensors = [t.to(device) for t in _token_tensors(part)]
-        logits, hidden = response_logits(policy, *tensors, output_hidden_states=True)  # (n, s, V), (n, s, H)
+        response_ids = part.response_ids.to(device)
+        logits, hidden = summary_forward(policy, part, device, output_hidden_states=True)  # (n, s, V), (n, s, H)
         if reference is None:  # LoRA: the reference is the base model, adapters off
             with unwrapped.disable_adapter():
-                ref_logits, _ = response_logits(unwrapped, *tensors)
+                ref_logits, _ = summary_forward(unwrapped, part, device)
         else:
-            ref_logits, _ = response_logits(reference, *tensors)
+            ref_logits, _ = summary_forward(reference, part, device)
         # The distributions the summaries were sampled from: logits / temperature (as TRL and OpenRLHF do).
         logits, ref_logits = logits / config.temperature, ref_logits / config.temperature
         pad = (0, width - logits.shape[1])
-        logprobs.append(F.pad(token_logprobs(logits, tensors[2]).cpu(), pad))
-        ref_logprobs.append(F.pad(token_logprobs(ref_logits, tensors[2]).cpu(), pad))
+        logprobs.append(F.pad(token_logprobs(logits, response_ids).cpu(), pad))
+        ref_logprobs.append(F.pad(token_logprobs(ref_logits, response_ids).cpu(), pad))
         entropy.append(F.pad(entropy_from_logits(logits).cpu(), pad))
         if critic is not None:
-            values.append(F.pad(critic(*tensors, policy_hidden=hidden).cpu(), pad))
+            values.append(F.pad(critic(part, policy_hidden=hidden).cpu(), pad))
     mask = batch.response_mask.float()  # (N, S)
     batch.logprobs = torch.cat(logprobs) * mask
     batch.ref_logprobs = torch.cat(ref_logprobs) * mask
@@ -534,12 +568,38 @@ def collect_rollout(
         estimate = rloo_advantages if config.estimator == "rloo" else grpo_advantages
         advantages = estimate(sequence_rewards).view(-1, 1) * mask  # (N, S) one advantage per summary
     batch.advantages = masked_whiten(advantages, mask) if config.whiten_advantages else advantages
-    return batch, generated.tokens_per_second
+    perf["perf/logprob_seconds"] = time.perf_counter() - began
+    return batch, perf
 
 
-def _token_tensors(batch: RolloutBatch) -> tuple[torch.Tensor, ...]:
-    """query_ids, query_mask, response_ids, response_mask: what the summarizer and the critic read."""
-    return batch.query_ids, batch.query_mask, batch.response_ids, batch.response_mask
+def prefix_split(policy: nn.Module, critic: ValueModel | None) -> int | None:
+    """The first block the shared-context passes run: `plus.prefix.frozen_depth` of the policy and of a separate
+    critic (a copy of the summarizer, so the frozen blocks of both are the same weights)."""
+    depths = [frozen_depth(policy)]
+    if critic is not None and critic.body is not None:
+        depths.append(frozen_depth(critic.body))
+    return None if None in depths else min(depths)
+
+
+def summary_forward(
+    model: nn.Module, part: RolloutBatch, device: torch.device, output_hidden_states: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits (n, s, V) that predict the summary tokens of ``part``, and optionally the last hidden states (n, s, H):
+    from the rollout's prefix states when it kept them (`plus.prefix.summary_logits`), else by the plain forward
+    of [context, summary] (`plus.summarizer.response_logits`)."""
+    if part.context_states is None:
+        tensors = [t.to(device) for t in (part.query_ids, part.query_mask, part.response_ids, part.response_mask)]
+        return response_logits(model, *tensors, output_hidden_states=output_hidden_states)
+    repeats = torch.unique_consecutive(torch.as_tensor(part.record_index), return_counts=True)[1]  # (b,)
+    return summary_logits(
+        model,
+        part.split,
+        part.context_states.to(device),
+        part.context_mask.to(device),
+        part.summary_states.to(device),
+        repeats.to(device),
+        output_hidden_states,
+    )
 
 
 def _minibatches(size: int, train_batch: int, micro_batch: int) -> list[list[range]]:
@@ -560,7 +620,10 @@ def update_summarizer(
     schedulers: dict[str, Any],
     accelerator: Accelerator,
 ) -> dict[str, float]:
-    """Step 3: ``ppo_epochs`` passes of clipped policy (and value) updates over the rollout's minibatches."""
+    """Step 3: ``ppo_epochs`` passes of clipped policy (and value) updates over the rollout's minibatches. Each
+    minibatch's loss is the mean of its rows' losses (`plus.losses.ppo_policy_loss`): micro-batches are weighted by
+    their row counts, so ``micro_batch_size`` changes neither the gradient nor the reported losses (each a mean
+    over minibatches of the minibatch's row-weighted value)."""
     device = accelerator.device
     policy.eval()  # dropout off (see collect_rollout); gradients still flow
     samples = config.samples_per_context
@@ -568,29 +631,31 @@ def update_summarizer(
     for _ in range(config.ppo_epochs):
         for minibatch in _minibatches(len(batch), config.train_batch_size * samples, config.micro_batch_size):
             rows = sum(len(micro) for micro in minibatch)
+            sums: dict[str, float] = {}
             for micro in minibatch:
                 part = batch.select(micro)
-                tensors = [t.to(device) for t in _token_tensors(part)]
-                mask = tensors[3].float()
-                logits, hidden = response_logits(policy, *tensors, output_hidden_states=critic is not None)
-                logprobs = token_logprobs(logits / config.temperature, tensors[2])  # (n, s)
+                mask = part.response_mask.to(device).float()  # (n, s)
+                logits, hidden = summary_forward(policy, part, device, output_hidden_states=critic is not None)
+                logprobs = token_logprobs(logits / config.temperature, part.response_ids.to(device))  # (n, s)
                 policy_loss, clip_fraction = ppo_policy_loss(
                     logprobs, part.logprobs.to(device), part.advantages.to(device), mask, config.policy_clip
                 )
-                loss = policy_loss
+                approx_kl = 0.5 * masked_mean((logprobs.detach() - part.logprobs.to(device)) ** 2, mask)
+                loss, values_seen = policy_loss, {}
                 if critic is not None:
-                    values = critic(*tensors, policy_hidden=hidden)  # (n, s)
+                    values = critic(part, policy_hidden=hidden)  # (n, s)
                     value_loss, value_clip_fraction = ppo_value_loss(
                         values, part.values.to(device), part.returns.to(device), mask, config.value_clip
                     )
                     loss = loss + value_loss  # disjoint parameters: one backward serves both optimizers
-                    stats.setdefault("losses/value", []).append(value_loss.item())
-                    stats.setdefault("losses/value_clipfrac", []).append(value_clip_fraction.item())
-                accelerator.backward(loss * len(micro) / rows)
-                approx_kl = 0.5 * masked_mean((logprobs.detach() - part.logprobs.to(device)) ** 2, mask)
-                stats.setdefault("losses/policy", []).append(policy_loss.item())
-                stats.setdefault("losses/policy_clipfrac", []).append(clip_fraction.item())
-                stats.setdefault("losses/approx_kl", []).append(approx_kl.item())
+                    values_seen = {"losses/value": value_loss, "losses/value_clipfrac": value_clip_fraction}
+                weight = len(micro) / rows
+                accelerator.backward(loss * weight)
+                seen = {"losses/policy": policy_loss, "losses/policy_clipfrac": clip_fraction}
+                for key, value in (seen | values_seen | {"losses/approx_kl": approx_kl}).items():
+                    sums[key] = sums.get(key, 0.0) + value.item() * weight
+            for key, value in sums.items():
+                stats.setdefault(key, []).append(value)
             for name, model in (("actor", policy), ("critic", critic)):
                 if name in optimizers:
                     if config.max_grad_norm > 0:
@@ -611,7 +676,8 @@ def update_reward_model(
     accelerator: Accelerator,
 ) -> dict[str, float]:
     """Step 4: Bradley-Terry updates of the reward model on the rollout's OWN summaries (RM update pair),
-    ``reward_epochs`` passes; the loss and accuracy reported are the first pass's."""
+    ``reward_epochs`` passes; the loss and accuracy reported are the first pass's. A minibatch's loss is the mean
+    over its pairs, whatever ``micro_batch_size`` cuts it into."""
     scorer.train()
     losses, correct = [], []
     minibatches = _minibatches(
@@ -631,7 +697,7 @@ def update_reward_model(
             loss = bradley_terry_loss(chosen, rejected)
             accelerator.backward(loss * len(micro) / rows)
             if epoch == 0:
-                losses.append(loss.item())
+                losses.extend([loss.item()] * len(micro))  # a mean over rows, whatever the micro-batches
                 correct.extend((chosen > rejected).tolist())
         if config.max_grad_norm > 0:
             accelerator.clip_grad_norm_(_trainable(scorer), config.max_grad_norm)
@@ -824,6 +890,11 @@ def train_plus(
     if len(records) < config.rollout_batch_size:
         raise ValueError(f"{len(records)} train records is fewer than rollout_batch_size={config.rollout_batch_size}")
     accelerator = accelerator or Accelerator()
+    if config.shared_context and accelerator.num_processes > 1:
+        raise ValueError(
+            "CoadaptConfig.shared_context runs the summarizer's blocks outside its data-parallel wrapper, so it needs "
+            f"one process (got {accelerator.num_processes}); set shared_context=False for data-parallel runs"
+        )
     if config.rollout_batch_size % accelerator.num_processes or config.train_batch_size % accelerator.num_processes:
         raise ValueError(f"rollout and train batch sizes must divide by the {accelerator.num_processes} processes")
     output_dir = Path(output_dir)
@@ -889,16 +960,18 @@ def train_plus(
         step_began = time.perf_counter()
         batch_records = _step_records(records, step, config, accelerator)
         # (1) sample summaries; (2) score them with the reward model BEFORE its update.
-        batch, tokens_per_second = collect_rollout(
-            config, policy, reference, critic, scorer, tokenizer, batch_records, accelerator
-        )
+        batch, perf = collect_rollout(config, policy, reference, critic, scorer, tokenizer, batch_records, accelerator)
         if on_rollout is not None:
             on_rollout(step, batch_records, batch)
         metrics = _rollout_metrics(batch, config)
+        metrics |= perf
         # (3) the summarizer's update.
         if config.train_summarizer:
+            began_update = time.perf_counter()
             metrics |= update_summarizer(config, batch, policy, critic, optimizers, schedulers, accelerator)
+            metrics["perf/summarizer_update_seconds"] = time.perf_counter() - began_update
         # (4) the reward model's update on the SAME summaries.
+        began_update = time.perf_counter()
         if config.train_reward_model:
             metrics |= update_reward_model(
                 config,
@@ -911,7 +984,7 @@ def train_plus(
             )
         for name, scheduler in schedulers.items():
             metrics[f"lr/{name}"] = scheduler.get_last_lr()[0]
-        metrics["perf/tokens_per_second"] = tokens_per_second
+        metrics["perf/reward_update_seconds"] = time.perf_counter() - began_update
         metrics["perf/seconds_per_step"] = time.perf_counter() - step_began
         if writer is not None:
             writer.write(step + 1, metrics)

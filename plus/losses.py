@@ -98,13 +98,15 @@ def gae_advantages(
 def ppo_policy_loss(
     logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float = 0.2
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clipped surrogate: mean over tokens of max(-A ratio, -A clip(ratio, 1 - clip, 1 + clip)).
+    """Clipped surrogate max(-A ratio, -A clip(ratio, 1 - clip, 1 + clip)): its mean over each sequence's tokens,
+    then the mean over sequences (OpenRLHF v0.6's normalisation). A batch's loss is then the mean of its rows'
+    losses, so splitting it into micro-batches weighted by their row counts gives the same loss and gradient.
 
     All (B, S); returns the loss () and the fraction of tokens where the clip was active ()."""
     ratio = torch.exp(logprobs - old_logprobs)  # (B, S)
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1.0 - clip, 1.0 + clip)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask, dim=1).mean()
     clip_fraction = masked_mean((clipped > unclipped).float(), mask)
     return loss, clip_fraction.detach()
 
@@ -112,13 +114,14 @@ def ppo_policy_loss(
 def ppo_value_loss(
     values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip: float = 0.2
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clipped value loss: 0.5 mean over tokens of max((V - R)^2, (clip(V, V_old +- clip) - R)^2).
+    """Clipped value loss 0.5 max((V - R)^2, (clip(V, V_old +- clip) - R)^2): its mean over each sequence's tokens,
+    then the mean over sequences (as `ppo_policy_loss`).
 
     All (B, S); returns the loss () and the fraction of tokens where the clipped term was larger ()."""
     clipped_values = old_values + (values - old_values).clamp(-clip, clip)
     unclipped_error = (values - returns) ** 2
     clipped_error = (clipped_values - returns) ** 2
-    loss = 0.5 * masked_mean(torch.maximum(unclipped_error, clipped_error), mask)
+    loss = 0.5 * masked_mean(torch.maximum(unclipped_error, clipped_error), mask, dim=1).mean()
     clip_fraction = masked_mean((clipped_error > unclipped_error).float(), mask)
     return loss, clip_fraction.detach()
 

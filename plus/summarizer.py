@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
+from plus.prefix import SampledTokens, sample_tokens
+
 SUMMARY_MARKER = "##Summary"
 
 SUMMARIZER_INSTRUCTION = (
@@ -58,24 +60,31 @@ class ParsedSummary:
 
 @dataclass
 class GeneratedSummaries:
-    """A batch of sampled summaries with the token ids PPO needs. Q query tokens, S response tokens."""
+    """A batch of sampled summaries with the token ids PPO needs. B distinct contexts, N = B x samples rows, Q query
+    tokens, S response tokens, H hidden width."""
 
     summaries: list[ParsedSummary]
-    """One parsed summary per context, in input order."""
+    """One parsed summary per row (the samples of a context are consecutive), in input order."""
     query_ids: torch.Tensor
-    """(B, Q) chat-formatted prompts, left-padded."""
+    """(N, Q) chat-formatted prompts, left-padded (one row per summary)."""
     query_mask: torch.Tensor
-    """(B, Q) 1 on prompt tokens, 0 on padding."""
+    """(N, Q) 1 on prompt tokens, 0 on padding."""
     response_ids: torch.Tensor
-    """(B, S) generated tokens, right-padded with the pad id; the end-of-turn token is kept when generated."""
+    """(N, S) generated tokens, right-padded with the pad id; the end-of-turn token is kept when generated."""
     response_mask: torch.Tensor
-    """(B, S) 1 on generated tokens up to and including the first end-of-turn token, 0 after."""
+    """(N, S) 1 on generated tokens up to and including the first end-of-turn token, 0 after."""
     seconds: float
     """Wall time of the generation calls."""
+    context_states: torch.Tensor | None = None
+    """(B, Q, H) prefix states at the B distinct contexts, left-padded (only with ``keep_states_at``)."""
+    context_mask: torch.Tensor | None = None
+    """(B, Q) 1 on the distinct contexts' tokens (only with ``keep_states_at``)."""
+    summary_states: torch.Tensor | None = None
+    """(N, S - 1, H) prefix states at summary tokens 0 .. S-2, right-padded (only with ``keep_states_at``)."""
 
     @property
     def response_lengths(self) -> torch.Tensor:
-        """(B,) generated tokens per summary (at least 1: an immediate end-of-turn counts)."""
+        """(N,) generated tokens per summary (at least 1: an immediate end-of-turn counts)."""
         return self.response_mask.sum(dim=1)
 
     @property
@@ -167,57 +176,136 @@ def generate_summaries(
     batch_size: int = 8,
     prefill_marker: bool = False,
     summary_prefix: str = "",
+    num_samples: int = 1,
+    keep_states_at: int | None = None,
+    plain: bool = False,
 ) -> GeneratedSummaries:
-    """Sample (or, with ``do_sample=False``, greedily decode) one summary per context, in batches.
+    """Sample (or, with ``do_sample=False``, greedily decode) ``num_samples`` summaries per context; the samples of
+    a context are consecutive rows of the result.
+
+    ``batch_size`` rows are decoded together: each context is prefilled once and its KV cache repeated for its
+    samples (`plus.prefix.sample_tokens`); larger batches amortise the per-step cost of decoding.
+    ``keep_states_at`` = b also keeps the input of block b at every context and summary token, the prefix states
+    from which `plus.prefix.summary_logits` runs the blocks above. ``plain=True`` is the plain reference path,
+    kept for the tests and the benchmark: transformers' ``generate`` on every (context, sample) row, in batches
+    of ``batch_size``.
 
     Sampling draws from torch's global RNG: seed it for reproducible summaries. ``prefill_marker`` puts the
     marker at the start of the assistant turn (a help for small models that ignore the instruction; the paper
     does not), and the parsed summaries then count it as present. ``summary_prefix`` (with the marker) also
     writes the summary's first words, e.g. "This user prefers"; the summary is the prefix and what follows it,
     and it counts as empty when nothing but white space follows."""
-    if max_new_tokens < 1 or batch_size < 1:
-        raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens}, {batch_size}")
+    if max_new_tokens < 1 or batch_size < 1 or num_samples < 1:
+        raise ValueError(
+            f"max_new_tokens, batch_size and num_samples must be >= 1, got {max_new_tokens}, {batch_size}, "
+            f"{num_samples}"
+        )
+    if plain and keep_states_at is not None:
+        raise ValueError("keep_states_at needs the shared-prefix sampler (plain=False)")
     prompts = build_queries(tokenizer, contexts, prefill_marker, summary_prefix)
     prefill = assistant_prefill(prefill_marker, summary_prefix)
     device = next(model.parameters()).device
-    batches = _encoded_batches(tokenizer, prompts, batch_size, device, "generate_summaries")
     end_ids = _end_ids(tokenizer, model)
     pad_id = tokenizer.pad_token_id
-    # top_k=0 switches off the top-k filter most generation configs set, so only temperature and top_p shape sampling.
-    sampling = {"temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {}
     was_training = model.training
     model.eval()
-    queries, responses, summaries, seconds = [], [], [], 0.0
-    for encoded in batches:
-        began = time.perf_counter()
-        output = model.generate(
-            **encoded,
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=1,
-            pad_token_id=pad_id,
-            eos_token_id=end_ids,
-            do_sample=do_sample,
-            **sampling,
-        )  # (b, Q + s)
-        seconds += time.perf_counter() - began
-        generated = output[:, encoded.input_ids.shape[1] :]  # (b, s)
-        for row in range(generated.shape[0]):
-            tokens = generated[row].tolist()
-            ends = [i for i, token in enumerate(tokens) if token in end_ids]
-            length = ends[0] + 1 if ends else len(tokens)
-            truncated = not ends and len(tokens) >= max_new_tokens
-            text = tokenizer.decode(tokens[:length], skip_special_tokens=True)
+    if plain:
+        prompts = [prompt for prompt in prompts for _ in range(num_samples)]
+        batches = _encoded_batches(tokenizer, prompts, batch_size, device, "generate_summaries")
+        parts = [
+            _generate_plain(model, encoded, max_new_tokens, temperature, top_p, do_sample, end_ids, pad_id)
+            for encoded in batches
+        ]
+    else:
+        per_call = max(1, batch_size // num_samples)  # contexts per decode loop
+        batches = _encoded_batches(tokenizer, prompts, per_call, device, "generate_summaries")
+        parts = [
+            sample_tokens(
+                model,
+                encoded.input_ids,
+                encoded.attention_mask,
+                num_samples,
+                max_new_tokens,
+                end_ids,
+                pad_id,
+                temperature,
+                top_p,
+                do_sample,
+                keep_states_at,
+            )
+            for encoded in batches
+        ]
+    if was_training:
+        model.train()
+    queries, responses, summaries = [], [], []
+    for encoded, part in zip(batches, parts, strict=True):
+        samples = 1 if plain else num_samples
+        for row in range(part.response_ids.shape[0]):
+            length = int(part.response_mask[row].sum())
+            tokens = part.response_ids[row, :length].tolist()
+            truncated = tokens[-1] not in end_ids and length >= max_new_tokens
+            text = tokenizer.decode(tokens, skip_special_tokens=True)
             if summary_prefix and not text.strip():  # nothing after the prefix: an empty summary, not the bare prefix
                 summaries.append(parse_summary(SUMMARY_MARKER, truncated))
             else:
                 summaries.append(parse_summary(prefill + text, truncated))
-            responses.append(torch.tensor(tokens[:length], dtype=torch.long))
-            queries.append(encoded.input_ids[row][encoded.attention_mask[row].bool()].cpu())
-    if was_training:
-        model.train()
+            responses.append(part.response_ids[row, :length].cpu())
+            context = row // samples
+            queries.append(encoded.input_ids[context][encoded.attention_mask[context].bool()].cpu())
     query_ids, query_mask = pad_sequences(queries, pad_id, side="left")
     response_ids, response_mask = pad_sequences(responses, pad_id, side="right")
-    return GeneratedSummaries(summaries, query_ids, query_mask, response_ids, response_mask, seconds)
+    generated = GeneratedSummaries(
+        summaries, query_ids, query_mask, response_ids, response_mask, sum(p.seconds for p in parts)
+    )
+    if keep_states_at is not None:
+        unique = query_mask[::num_samples]
+        generated.context_mask = unique
+        generated.context_states = _pad_states([p.context_states for p in parts], unique.shape[1], side="left")
+        generated.summary_states = _pad_states(
+            [p.summary_states for p in parts], response_ids.shape[1] - 1, side="right"
+        )
+    return generated
+
+
+def _pad_states(parts: list[torch.Tensor], width: int, side: str) -> torch.Tensor:
+    """(b_i, T_i, H) tensors padded with zeros along T to ``width`` on ``side``, then stacked: (sum b_i, width, H)."""
+    padded = []
+    for part in parts:
+        missing = width - part.shape[1]
+        padded.append(F.pad(part, (0, 0, missing, 0) if side == "left" else (0, 0, 0, missing)).cpu())
+    return torch.cat(padded)
+
+
+def _generate_plain(
+    model: PreTrainedModel,
+    encoded: BatchEncoding,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    do_sample: bool,
+    end_ids: list[int],
+    pad_id: int,
+) -> SampledTokens:
+    """transformers' ``generate`` on one batch (the plain reference path of `generate_summaries`)."""
+    # top_k=0 switches off the top-k filter most generation configs set, so only temperature and top_p shape sampling.
+    sampling = {"temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {}
+    began = time.perf_counter()
+    output = model.generate(
+        **encoded,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=1,
+        pad_token_id=pad_id,
+        eos_token_id=end_ids,
+        do_sample=do_sample,
+        **sampling,
+    )  # (b, Q + s)
+    seconds = time.perf_counter() - began
+    generated = output[:, encoded.input_ids.shape[1] :].cpu()  # (b, s)
+    is_end = torch.isin(generated, torch.tensor(end_ids))
+    first_end = torch.where(is_end.any(1), is_end.float().argmax(1), generated.shape[1])
+    mask = (torch.arange(generated.shape[1])[None] <= first_end[:, None]).long()
+    empty = torch.zeros_like(generated, dtype=torch.float)
+    return SampledTokens(generated.masked_fill(mask == 0, pad_id), mask, empty, None, None, seconds)
 
 
 @torch.no_grad()

@@ -105,7 +105,7 @@ def test_ppo_policy_loss_is_minus_mean_advantage_at_ratio_one_and_clips():
     mask = _prefix_mask([3, 2], 3)
     advantages, logprobs = torch.randn(2, 3), torch.randn(2, 3)
     loss, clip_fraction = ppo_policy_loss(logprobs, logprobs, advantages, mask)
-    assert torch.isclose(loss, -masked_mean(advantages, mask)) and clip_fraction == 0
+    assert torch.isclose(loss, -masked_mean(advantages, mask, dim=1).mean()) and clip_fraction == 0
     # A ratio of e (far beyond 1.2) with positive advantages: the clipped term wins and the gradient vanishes.
     new = (logprobs + 1.0).requires_grad_()
     loss, clip_fraction = ppo_policy_loss(new, logprobs, torch.ones(2, 3), mask, clip=0.2)

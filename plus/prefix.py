@@ -1,0 +1,269 @@
+"""Shared-prefix passes of the summarizer: each context is read once for all of its summaries, and blocks whose
+weights never change are run once per rollout batch.
+
+A rollout batch of PLUS samples K summaries of each of B contexts and then runs the summarizer over
+``[context, summary]`` several times: the rollout's log-probs, the reference log-probs (LoRA switched off), the
+critic, and the update. Done plainly (`plus.summarizer.response_logits`), every pass reads each context K times,
+runs every block, and computes logits over the whole vocabulary at every context position. This module does the
+same arithmetic with less work:
+
+- `sample_tokens` prefills each context once, repeats its KV cache for its K samples and decodes all N = B K
+  rows in one loop (logits only at the last position). While it decodes it keeps the input of block ``split`` at
+  every context and summary token: the *prefix states*.
+- `summary_logits` runs only blocks ``split`` .. L-1 from those states: the context part once per context, its
+  keys and values repeated for the context's samples, then the summary tokens of all samples attending to them.
+  Logits are computed at the S summary positions only. Gradients flow into the context part, so an update sees
+  exactly what a plain forward would give.
+
+``split`` is `frozen_depth`: the bottom blocks (and the embeddings) with no trainable weight. With LoRA on the top
+k of L blocks it is L - k; with LoRA everywhere it is 0 (the frozen embeddings are kept); with a trainable
+embedding it is None and the passes start from the token ids. The reference summarizer (adapters off) and a
+separate critic copied from the summarizer share those frozen blocks, so they start from the same states.
+
+Supported: decoder-only models built like Llama (``llama``, ``qwen2``, ``qwen3``, ``mistral``); anything else is a
+clear error (`plus.coadapt.CoadaptConfig.shared_context` = False takes the plain path). Equivalence with the plain
+path is tested in ``tests/test_prefix.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral")
+
+
+@dataclass
+class _Decoder:
+    """The parts of a Llama-like causal LM the passes call directly."""
+
+    model: nn.Module  # the ``*Model`` body: embed_tokens, layers, norm, rotary_emb
+    lm_head: nn.Module
+
+
+def _decoder(model: nn.Module) -> _Decoder:
+    """The body and head of ``model`` (a causal LM, possibly wrapped by peft)."""
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    model_type = getattr(getattr(causal, "config", None), "model_type", None)
+    body = getattr(causal, "model", None)
+    if model_type not in SUPPORTED_MODEL_TYPES or not all(
+        hasattr(body, name) for name in ("embed_tokens", "layers", "norm", "rotary_emb")
+    ):
+        raise ValueError(
+            f"Shared-prefix passes support {SUPPORTED_MODEL_TYPES} decoders, not {model_type!r} "
+            f"({type(causal).__name__}); set CoadaptConfig.shared_context=False for the plain path"
+        )
+    return _Decoder(body, causal.get_output_embeddings())
+
+
+def frozen_depth(model: nn.Module) -> int | None:
+    """How many bottom blocks have no trainable weight (the embeddings frozen too), at most L - 1 (the passes run at
+    least the top block); None if the embeddings train."""
+    decoder = _decoder(model)
+    if any(p.requires_grad for p in decoder.model.embed_tokens.parameters()):
+        return None
+    depth = 0
+    for layer in decoder.model.layers:
+        if any(p.requires_grad for p in layer.parameters()):
+            break
+        depth += 1
+    return min(depth, len(decoder.model.layers) - 1)
+
+
+@dataclass
+class SampledTokens:
+    """What `sample_tokens` returns. B contexts, N = B K rows (the K samples of a context are consecutive),
+    Q context tokens, S summary tokens, H hidden width."""
+
+    response_ids: torch.Tensor  # (N, S) sampled tokens, right-padded; the first end token is kept
+    response_mask: torch.Tensor  # (N, S) 1 up to and including the first end token
+    logprobs: torch.Tensor  # (N, S) log-prob of each sampled token under logits / temperature (0 on padding)
+    context_states: torch.Tensor | None  # (B, Q, H) input of block ``split`` at the context tokens (None: not kept)
+    summary_states: torch.Tensor | None  # (N, S - 1, H) the same at summary tokens 0 .. S-2 (the last is never read)
+    seconds: float  # wall time of the prefill and decode
+
+
+def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Logits outside the smallest set of tokens whose probability reaches ``top_p`` set to -inf. (N, V) -> (N, V)."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    cumulative = sorted_logits.softmax(-1).cumsum(-1)
+    drop = cumulative - sorted_logits.softmax(-1) >= top_p  # tokens after the set (the top token always stays)
+    return logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+
+
+@torch.no_grad()
+def sample_tokens(
+    model: PreTrainedModel,
+    query_ids: torch.Tensor,
+    query_mask: torch.Tensor,
+    num_samples: int,
+    max_new_tokens: int,
+    end_ids: list[int],
+    pad_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    do_sample: bool = True,
+    keep_states_at: int | None = None,
+) -> SampledTokens:
+    """Sample ``num_samples`` continuations of each left-padded query (B, Q): one prefill per query, its KV cache
+    repeated for the samples, one decode loop for all rows, logits at the last position only. The first token is
+    never an end token (at least one generated token, as ``min_new_tokens=1``). With ``do_sample=False``,
+    greedy. ``keep_states_at`` = b keeps the input of block b (0: the embeddings) for `summary_logits`."""
+    began = time.perf_counter()
+    keep = [keep_states_at] if keep_states_at is not None else False
+    lengths = query_mask.sum(1).repeat_interleave(num_samples)  # (N,)
+    output = model(
+        input_ids=query_ids,
+        attention_mask=query_mask,
+        position_ids=(query_mask.cumsum(1) - 1).clamp_min(0),
+        use_cache=True,
+        logits_to_keep=1,
+        output_hidden_states=keep,
+    )
+    context_states = output.hidden_states[keep_states_at] if keep else None  # (B, Q, H)
+    cache = output.past_key_values
+    cache.batch_repeat_interleave(num_samples)
+    mask = query_mask.repeat_interleave(num_samples, dim=0)  # (N, Q)
+    logits = output.logits[:, -1].float().repeat_interleave(num_samples, dim=0)  # (N, V)
+    rows = logits.shape[0]
+    ends = torch.tensor(end_ids, device=logits.device)
+    done = torch.zeros(rows, dtype=torch.bool, device=logits.device)
+    tokens, logprobs, states = [], [], []
+    for step in range(max_new_tokens):
+        scaled = logits / temperature
+        if step == 0:
+            scaled[:, ends] = float("-inf")
+        if do_sample:
+            token = torch.multinomial(_top_p_filter(scaled, top_p).softmax(-1), 1).squeeze(1)  # (N,)
+        else:
+            token = scaled.argmax(-1)
+        logprob = (logits / temperature).log_softmax(-1).gather(1, token[:, None]).squeeze(1)  # (N,)
+        tokens.append(token.masked_fill(done, pad_id))
+        logprobs.append(logprob.masked_fill(done, 0.0))
+        done = done | torch.isin(token, ends)
+        if done.all() or step == max_new_tokens - 1:
+            break
+        mask = F.pad(mask, (0, 1), value=1)
+        output = model(
+            input_ids=tokens[-1][:, None],
+            attention_mask=mask,
+            position_ids=(lengths + step)[:, None],
+            past_key_values=cache,
+            use_cache=True,
+            output_hidden_states=keep,
+        )
+        logits = output.logits[:, -1].float()
+        if keep:
+            states.append(output.hidden_states[keep_states_at])  # (N, 1, H)
+    response_ids = torch.stack(tokens, 1)  # (N, S)
+    is_end = torch.isin(response_ids, ends)
+    first_end = torch.where(is_end.any(1), is_end.float().argmax(1), response_ids.shape[1])  # (N,) index or S
+    positions = torch.arange(response_ids.shape[1], device=response_ids.device)
+    response_mask = (positions[None] <= first_end[:, None]).long()  # (N, S)
+    response_ids = response_ids.masked_fill(response_mask == 0, pad_id)
+    summary_states = None
+    if keep:
+        hidden = context_states.shape[-1]
+        summary_states = torch.cat(states, 1) if states else context_states.new_zeros(rows, 0, hidden)
+    return SampledTokens(
+        response_ids=response_ids,
+        response_mask=response_mask,
+        logprobs=torch.stack(logprobs, 1) * response_mask,
+        context_states=context_states,
+        summary_states=summary_states,
+        seconds=time.perf_counter() - began,
+    )
+
+
+class _ContextKeys:
+    """Stands in for a transformers Cache inside the attention of blocks ``split`` ..: in the context stage it keeps
+    each block's keys and values; after `repeat` every summary row attends to its context's keys, then its own."""
+
+    def __init__(self) -> None:
+        self.keys: dict[int, torch.Tensor] = {}
+        self.values: dict[int, torch.Tensor] = {}
+        self.repeated = False
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
+        if not self.repeated:
+            self.keys[layer_idx], self.values[layer_idx] = key, value
+            return key, value
+        return torch.cat([self.keys[layer_idx], key], 2), torch.cat([self.values[layer_idx], value], 2)
+
+    def repeat(self, repeats: torch.Tensor) -> None:
+        for index in self.keys:
+            self.keys[index] = self.keys[index].repeat_interleave(repeats, dim=0)
+            self.values[index] = self.values[index].repeat_interleave(repeats, dim=0)
+        self.repeated = True
+
+
+def _additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(b, q, k) booleans -> (b, 1, q, k) additive mask (0 where allowed, the dtype's minimum elsewhere)."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min
+    )[:, None]
+
+
+def _blocks(decoder: _Decoder, start: int, hidden, mask, positions, keys) -> torch.Tensor:
+    rotary = decoder.model.rotary_emb(hidden, position_ids=positions)
+    for layer in decoder.model.layers[start:]:
+        hidden = layer(
+            hidden,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=keys,
+            use_cache=True,
+            position_embeddings=rotary,
+        )
+    return hidden
+
+
+def summary_logits(
+    model: nn.Module,
+    split: int | None,
+    context_states: torch.Tensor,
+    context_mask: torch.Tensor,
+    summary_states: torch.Tensor,
+    repeats: torch.Tensor,
+    output_hidden_states: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits (N, S, V) that predict each summary token, and optionally the last block's output (N, S, H) at the
+    same positions, from blocks ``split`` .. L-1 of ``model`` only (``split`` None: from the token ids).
+
+    ``context_states`` (b, Q, H) are the inputs of block ``split`` at b left-padded contexts (token ids (b, Q) when
+    ``split`` is None), ``context_mask`` (b, Q); ``summary_states`` (N, S-1, H) or ids (N, S-1) at the first S-1
+    summary tokens of the N = sum(repeats) rows; row n belongs to the context repeats says (consecutive rows).
+    The same numbers as `plus.summarizer.response_logits` on ``[context, summary]``, up to rounding."""
+    decoder = _decoder(model)
+    if split is None:
+        split = 0
+        context_states = decoder.model.embed_tokens(context_states)
+        summary_states = decoder.model.embed_tokens(summary_states)
+    dtype = context_states.dtype
+    width_q, width_s = context_mask.shape[1], summary_states.shape[1]
+    keys = _ContextKeys()
+    # Context stage, once per context: causal over its real tokens (left padding masked).
+    causal = torch.ones(width_q, width_q, dtype=torch.bool, device=context_mask.device).tril()
+    allowed = causal[None] & context_mask.bool()[:, None, :]  # (b, Q, Q)
+    positions = (context_mask.cumsum(1) - 1).clamp_min(0)  # (b, Q)
+    context_out = _blocks(decoder, split, context_states, _additive_mask(allowed, dtype), positions, keys)
+    last = context_out[:, -1:].repeat_interleave(repeats, dim=0)  # (N, 1, H): predicts summary token 0
+    if width_s:
+        # Summary stage: every row reads its context's keys (repeated) and its own earlier summary tokens.
+        keys.repeat(repeats)
+        context_keys = context_mask.bool().repeat_interleave(repeats, dim=0)[:, None, :].expand(-1, width_s, -1)
+        own = torch.ones(width_s, width_s, dtype=torch.bool, device=context_mask.device).tril()
+        allowed = torch.cat([context_keys, own[None].expand(len(last), -1, -1)], dim=2)  # (N, S-1, Q + S-1)
+        lengths = context_mask.sum(1).repeat_interleave(repeats)  # (N,)
+        positions = lengths[:, None] + torch.arange(width_s, device=lengths.device)[None]  # (N, S-1)
+        summary_out = _blocks(decoder, split, summary_states, _additive_mask(allowed, dtype), positions, keys)
+        last = torch.cat([last, summary_out], dim=1)  # (N, S, H)
+    hidden = decoder.model.norm(last)  # (N, S, H) the last block's normalised output, as hidden_states[-1] is
+    return decoder.lm_head(hidden).float(), (hidden if output_hidden_states else None)  # (N, S, V)
