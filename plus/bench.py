@@ -96,6 +96,13 @@ class BenchConfig:
                 f"BenchConfig needs steps >= 1 and warmup_steps >= 0, got {self.steps}, {self.warmup_steps}"
             )
 
+    @classmethod
+    def for_profile(cls, profile: str, estimator: str = "rloo") -> BenchConfig:
+        """Notebook 04's shape at ``cpu`` and ``gpu`` (the models differ); a seconds-long one at ``smoke``."""
+        if profile == "smoke":
+            return cls(profile, estimator, num_contexts=2, num_samples=2, max_summary_tokens=4, steps=1)
+        return cls(profile, estimator)
+
     @property
     def num_steps(self) -> int:
         return self.warmup_steps + self.steps
@@ -169,6 +176,8 @@ class MethodTiming:
     generated_tokens: list[int]
     """Summary tokens generated in every rollout batch."""
     peak_rss_mb: float
+    stage_seconds: list[dict[str, float]] | None = None
+    """PLUS's own timing of each stage of every rollout batch (``perf/*_seconds`` in its metrics.jsonl)."""
 
 
 def _run_plus(bench: BenchConfig, records: list[dict], workdir: Path, shared_context: bool) -> MethodTiming:
@@ -177,7 +186,10 @@ def _run_plus(bench: BenchConfig, records: list[dict], workdir: Path, shared_con
         train_plus(config, records, workdir / ("plus" if shared_context else "plus_reference"), progress=False)
     rows = read_metrics(workdir / ("plus" if shared_context else "plus_reference") / "metrics.jsonl")
     tokens = [round(row["summarizer/length"] * config.rollout_batch_size * config.samples_per_context) for row in rows]
-    return MethodTiming([row["perf/seconds_per_step"] for row in rows], tokens, memory.peak_mb)
+    stages = [
+        {k[5:-8]: v for k, v in row.items() if k.endswith("_seconds") and k != "perf/seconds_per_step"} for row in rows
+    ]
+    return MethodTiming([row["perf/seconds_per_step"] for row in rows], tokens, memory.peak_mb, stages)
 
 
 def _run_trl_rloo(bench: BenchConfig, records: list[dict], workdir: Path) -> MethodTiming:
@@ -341,6 +353,11 @@ def run_bench(bench: BenchConfig, methods: Sequence[str] = METHODS, workdir: str
         "tokens_per_second": tokens,
         "peak_rss_mb": {m: t.peak_rss_mb for m, t in timings.items()},
         "step_seconds": {m: t.step_seconds for m, t in timings.items()},
+        "stage_seconds": {
+            m: {stage: sum(s[stage] for s in t.stage_seconds[timed]) / bench.steps for stage in t.stage_seconds[0]}
+            for m, t in timings.items()
+            if t.stage_seconds
+        },
         "ratios": {
             f"{other}/plus": seconds[other] / seconds["plus"]
             for other in seconds
