@@ -33,7 +33,7 @@ import psutil
 import torch
 import torch.nn.functional as F
 
-from plus.artifacts import read_metrics, write_json
+from plus.artifacts import read_json, read_metrics, write_json
 from plus.coadapt import (
     CoadaptConfig,
     RewardScorer,
@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("plus", "plus_reference", "trl_rloo")
 """``plus``: the shared-context path (the default); ``plus_reference``: the plain path; ``trl_rloo``: TRL."""
+BENCH_FILES = {"rloo": "plus_step.json", "ppo": "plus_step_ppo.json"}
+"""The file `make bench` writes for each estimator, under ``results/<profile>/bench/``."""
 
 
 @dataclass(frozen=True)
@@ -367,6 +369,19 @@ def run_bench(bench: BenchConfig, methods: Sequence[str] = METHODS, workdir: str
     return result
 
 
+def read_or_run(directory: str | Path, profile: str, estimator: str, output_dir: str | Path) -> dict:
+    """The benchmark of ``estimator`` that `make bench` wrote in ``directory``; when it is not there, run it now at
+    ``profile``'s shape (`BenchConfig.for_profile`; TRL only at the rloo shape) and write it under ``output_dir``."""
+    path = Path(directory) / BENCH_FILES[estimator]
+    if path.exists():
+        return read_json(path)
+    logger.info("no benchmark at %s: running it at the %s profile", path, profile)
+    methods = METHODS if estimator == "rloo" else ("plus", "plus_reference")
+    result = run_bench(BenchConfig.for_profile(profile, estimator), methods)
+    write_json(Path(output_dir) / BENCH_FILES[estimator], result)
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m plus.bench", description=__doc__.split("\n\n")[0])
     defaults = BenchConfig()
@@ -378,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--summary-tokens", type=int, default=defaults.max_summary_tokens, help="summary cap")
     parser.add_argument("--warmup", type=int, default=defaults.warmup_steps, help="untimed rollout batches")
     parser.add_argument("--steps", type=int, default=defaults.steps, help="timed rollout batches")
-    parser.add_argument("--output", default=None, help="JSON path (default results/<profile>/bench/plus_step.json)")
+    parser.add_argument("--output", default=None, help="JSON path (default results/<profile>/bench/, BENCH_FILES)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     bench = BenchConfig(
@@ -392,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     result = run_bench(bench, methods)
-    output = Path(args.output or f"results/{args.profile}/bench/plus_step.json")
+    output = Path(args.output or f"results/{args.profile}/bench/{BENCH_FILES[args.estimator]}")
     write_json(output, result)
     for method, seconds in result["seconds_per_step"].items():
         logger.info(

@@ -30,6 +30,15 @@ Where this departs from the paper (and from the public code, which never ran its
 - The policy and critic run with dropout off during PPO (so the rollout and update log-probs agree); the reward
   model trains in train mode and scores in eval mode.
 - With LoRA, the reference summarizer is the same network with its adapters switched off (no second copy).
+- The PPO policy and value losses are token means per summary, then means over summaries (OpenRLHF v0.6's
+  normalisation), so ``micro_batch_size`` sets the memory use only.
+
+How it is computed (``shared_context``, the default; `plus.prefix`): each context is prefilled once and its KV
+cache repeated for its K samples, all summaries of a rollout batch are decoded together, and the inputs of the first
+trainable block are kept at every context and summary token. The log-prob, reference, critic and update passes then
+run only the blocks above the frozen bottom ones (LoRA on the top k blocks: the top k), once per context for the
+context part, with logits at the summary positions only. ``shared_context=False`` is the plain reference path (a full
+forward of [context, summary] for every row in every pass), kept for the equivalence tests and `plus.bench`.
 """
 
 from __future__ import annotations
@@ -492,6 +501,7 @@ def collect_rollout(
     unwrapped = accelerator.unwrap_model(policy)
     keep_states = config.shared_context and config.train_summarizer
     split = prefix_split(unwrapped, critic) if keep_states else None
+    value_head = critic is not None and critic.body is None  # reads the policy's last hidden states
     generated = generate_summaries(
         unwrapped,
         tokenizer,
@@ -504,6 +514,7 @@ def collect_rollout(
         summary_prefix=config.summary_prefix,
         num_samples=samples,
         keep_states_at=split,
+        keep_final_hidden=keep_states and value_head,
         plain=not config.shared_context,
     )
     perf = {"perf/tokens_per_second": generated.tokens_per_second, "perf/generation_seconds": generated.seconds}
@@ -534,30 +545,37 @@ def collect_rollout(
         return batch, perf
     began = time.perf_counter()
     device = accelerator.device
+    # On the shared-context path the policy's log-probs, entropies (and the hidden states a value head reads) are
+    # the generation's own: the sampler computed them from the logits it drew from (equal to a plain pass, tested).
+    from_generation = batch.context_states is not None
     logprobs, ref_logprobs, entropy, values = [], [], [], []
     policy.eval()  # dropout off: the update must see the same distribution the rollout sampled from
     for start in range(0, len(batch), config.micro_batch_size):
-        part = batch.select(range(start, min(start + config.micro_batch_size, len(batch))))
-        width = batch.response_ids.shape[1]
+        stop = min(start + config.micro_batch_size, len(batch))
+        part = batch.select(range(start, stop))
+        width, part_width = batch.response_ids.shape[1], part.response_ids.shape[1]
+        pad = (0, width - part_width)
         response_ids = part.response_ids.to(device)
-        logits, hidden = summary_forward(policy, part, device, output_hidden_states=True)  # (n, s, V), (n, s, H)
+        if from_generation:
+            hidden = generated.final_hidden[start:stop, :part_width].to(device) if value_head else None
+        else:
+            logits, hidden = summary_forward(policy, part, device, output_hidden_states=True)  # (n, s, V), (n, s, H)
+            # The distributions the summaries were sampled from: logits / temperature (as TRL and OpenRLHF do).
+            logits = logits / config.temperature
+            logprobs.append(F.pad(token_logprobs(logits, response_ids).cpu(), pad))
+            entropy.append(F.pad(entropy_from_logits(logits).cpu(), pad))
         if reference is None:  # LoRA: the reference is the base model, adapters off
             with unwrapped.disable_adapter():
                 ref_logits, _ = summary_forward(unwrapped, part, device)
         else:
             ref_logits, _ = summary_forward(reference, part, device)
-        # The distributions the summaries were sampled from: logits / temperature (as TRL and OpenRLHF do).
-        logits, ref_logits = logits / config.temperature, ref_logits / config.temperature
-        pad = (0, width - logits.shape[1])
-        logprobs.append(F.pad(token_logprobs(logits, response_ids).cpu(), pad))
-        ref_logprobs.append(F.pad(token_logprobs(ref_logits, response_ids).cpu(), pad))
-        entropy.append(F.pad(entropy_from_logits(logits).cpu(), pad))
+        ref_logprobs.append(F.pad(token_logprobs(ref_logits / config.temperature, response_ids).cpu(), pad))
         if critic is not None:
             values.append(F.pad(critic(part, policy_hidden=hidden).cpu(), pad))
     mask = batch.response_mask.float()  # (N, S)
-    batch.logprobs = torch.cat(logprobs) * mask
+    batch.logprobs = (generated.logprobs if from_generation else torch.cat(logprobs)) * mask
     batch.ref_logprobs = torch.cat(ref_logprobs) * mask
-    batch.entropy = torch.cat(entropy) * mask
+    batch.entropy = (generated.entropy if from_generation else torch.cat(entropy)) * mask
     batch.kl = kl_penalty(batch.logprobs, batch.ref_logprobs) * mask  # (N, S)
     if config.estimator == "ppo":
         batch.values = torch.cat(values) * mask  # (N, S)

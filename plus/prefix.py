@@ -9,7 +9,8 @@ same arithmetic with less work:
 
 - `sample_tokens` prefills each context once, repeats its KV cache for its K samples and decodes all N = B K
   rows in one loop (logits only at the last position). While it decodes it keeps the input of block ``split`` at
-  every context and summary token: the *prefix states*.
+  every context and summary token: the *prefix states*. It also returns the log-prob and entropy of every token
+  it drew, so the rollout's own pass over the policy is the generation itself.
 - `summary_logits` runs only blocks ``split`` .. L-1 from those states: the context part once per context, its
   keys and values repeated for the context's samples, then the summary tokens of all samples attending to them.
   Logits are computed at the S summary positions only. Gradients flow into the context part, so an update sees
@@ -83,9 +84,11 @@ class SampledTokens:
     response_ids: torch.Tensor  # (N, S) sampled tokens, right-padded; the first end token is kept
     response_mask: torch.Tensor  # (N, S) 1 up to and including the first end token
     logprobs: torch.Tensor  # (N, S) log-prob of each sampled token under logits / temperature (0 on padding)
+    entropy: torch.Tensor  # (N, S) entropy of softmax(logits / temperature) at each summary position (0 on padding)
     context_states: torch.Tensor | None  # (B, Q, H) input of block ``split`` at the context tokens (None: not kept)
     summary_states: torch.Tensor | None  # (N, S - 1, H) the same at summary tokens 0 .. S-2 (the last is never read)
     seconds: float  # wall time of the prefill and decode
+    final_hidden: torch.Tensor | None = None  # (N, S, H) last hidden state (final norm applied) predicting each token
 
 
 def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -111,13 +114,20 @@ def sample_tokens(
     top_p: float = 1.0,
     do_sample: bool = True,
     keep_states_at: int | None = None,
+    keep_final_hidden: bool = False,
 ) -> SampledTokens:
     """Sample ``num_samples`` continuations of each left-padded query (B, Q): one prefill per query, its KV cache
     repeated for the samples, one decode loop for all rows, logits at the last position only. The first token is
     never an end token (at least one generated token, as ``min_new_tokens=1``). With ``do_sample=False``,
-    greedy. ``keep_states_at`` = b keeps the input of block b (0: the embeddings) for `summary_logits`."""
+    greedy. ``keep_states_at`` = b keeps the input of block b (0: the embeddings) for `summary_logits`;
+    ``keep_final_hidden`` the last hidden state at every summary position (a value head reads it).
+
+    The log-probs and entropies returned are those of the distribution each token was drawn from (the logits at
+    ``temperature``, before the end tokens are masked at the first step), as a plain forward over
+    [context, summary] computes them (tested to 1e-4), so a rollout can take them from here."""
     began = time.perf_counter()
-    keep = [keep_states_at] if keep_states_at is not None else False
+    selected = ([keep_states_at] if keep_states_at is not None else []) + ([-1] if keep_final_hidden else [])
+    keep = selected or False
     lengths = query_mask.sum(1).repeat_interleave(num_samples)  # (N,)
     output = model(
         input_ids=query_ids,
@@ -127,7 +137,8 @@ def sample_tokens(
         logits_to_keep=1,
         output_hidden_states=keep,
     )
-    context_states = output.hidden_states[keep_states_at] if keep else None  # (B, Q, H)
+    context_states = output.hidden_states[keep_states_at] if keep_states_at is not None else None  # (B, Q, H)
+    finals = [output.hidden_states[-1][:, -1:].repeat_interleave(num_samples, dim=0)] if keep_final_hidden else []
     cache = output.past_key_values
     cache.batch_repeat_interleave(num_samples)
     mask = query_mask.repeat_interleave(num_samples, dim=0)  # (N, Q)
@@ -135,7 +146,7 @@ def sample_tokens(
     rows = logits.shape[0]
     ends = torch.tensor(end_ids, device=logits.device)
     done = torch.zeros(rows, dtype=torch.bool, device=logits.device)
-    tokens, logprobs, states = [], [], []
+    tokens, logprobs, entropies, states = [], [], [], []
     for step in range(max_new_tokens):
         scaled = logits / temperature
         if step == 0:
@@ -144,9 +155,10 @@ def sample_tokens(
             token = torch.multinomial(_top_p_filter(scaled, top_p).softmax(-1), 1).squeeze(1)  # (N,)
         else:
             token = scaled.argmax(-1)
-        logprob = (logits / temperature).log_softmax(-1).gather(1, token[:, None]).squeeze(1)  # (N,)
+        tempered = (logits / temperature).log_softmax(-1)  # (N, V)
         tokens.append(token.masked_fill(done, pad_id))
-        logprobs.append(logprob.masked_fill(done, 0.0))
+        logprobs.append(tempered.gather(1, token[:, None]).squeeze(1).masked_fill(done, 0.0))
+        entropies.append(-(tempered.exp() * tempered).sum(-1).masked_fill(done, 0.0))
         done = done | torch.isin(token, ends)
         if done.all() or step == max_new_tokens - 1:
             break
@@ -160,8 +172,10 @@ def sample_tokens(
             output_hidden_states=keep,
         )
         logits = output.logits[:, -1].float()
-        if keep:
+        if keep_states_at is not None:
             states.append(output.hidden_states[keep_states_at])  # (N, 1, H)
+        if keep_final_hidden:
+            finals.append(output.hidden_states[-1])  # (N, 1, H)
     response_ids = torch.stack(tokens, 1)  # (N, S)
     is_end = torch.isin(response_ids, ends)
     first_end = torch.where(is_end.any(1), is_end.float().argmax(1), response_ids.shape[1])  # (N,) index or S
@@ -169,16 +183,18 @@ def sample_tokens(
     response_mask = (positions[None] <= first_end[:, None]).long()  # (N, S)
     response_ids = response_ids.masked_fill(response_mask == 0, pad_id)
     summary_states = None
-    if keep:
+    if keep_states_at is not None:
         hidden = context_states.shape[-1]
         summary_states = torch.cat(states, 1) if states else context_states.new_zeros(rows, 0, hidden)
     return SampledTokens(
         response_ids=response_ids,
         response_mask=response_mask,
         logprobs=torch.stack(logprobs, 1) * response_mask,
+        entropy=torch.stack(entropies, 1) * response_mask,
         context_states=context_states,
         summary_states=summary_states,
         seconds=time.perf_counter() - began,
+        final_hidden=torch.cat(finals, 1) if keep_final_hidden else None,
     )
 
 

@@ -81,6 +81,12 @@ class GeneratedSummaries:
     """(B, Q) 1 on the distinct contexts' tokens (only with ``keep_states_at``)."""
     summary_states: torch.Tensor | None = None
     """(N, S - 1, H) prefix states at summary tokens 0 .. S-2, right-padded (only with ``keep_states_at``)."""
+    logprobs: torch.Tensor | None = None
+    """(N, S) log-prob of each generated token under the logits at the sampling temperature (None: plain path)."""
+    entropy: torch.Tensor | None = None
+    """(N, S) entropy of the tempered distribution at each summary position (None: plain path)."""
+    final_hidden: torch.Tensor | None = None
+    """(N, S, H) last hidden state predicting each summary token (only with ``keep_final_hidden``)."""
 
     @property
     def response_lengths(self) -> torch.Tensor:
@@ -178,6 +184,7 @@ def generate_summaries(
     summary_prefix: str = "",
     num_samples: int = 1,
     keep_states_at: int | None = None,
+    keep_final_hidden: bool = False,
     plain: bool = False,
 ) -> GeneratedSummaries:
     """Sample (or, with ``do_sample=False``, greedily decode) ``num_samples`` summaries per context; the samples of
@@ -186,7 +193,9 @@ def generate_summaries(
     ``batch_size`` rows are decoded together: each context is prefilled once and its KV cache repeated for its
     samples (`plus.prefix.sample_tokens`); larger batches amortise the per-step cost of decoding.
     ``keep_states_at`` = b also keeps the input of block b at every context and summary token, the prefix states
-    from which `plus.prefix.summary_logits` runs the blocks above. ``plain=True`` is the plain reference path,
+    from which `plus.prefix.summary_logits` runs the blocks above, and ``keep_final_hidden`` the last hidden state
+    at every summary position. The log-probs and entropies of the generated tokens come with the result (not on
+    the plain path). ``plain=True`` is the plain reference path,
     kept for the tests and the benchmark: transformers' ``generate`` on every (context, sample) row, in batches
     of ``batch_size``.
 
@@ -200,8 +209,8 @@ def generate_summaries(
             f"max_new_tokens, batch_size and num_samples must be >= 1, got {max_new_tokens}, {batch_size}, "
             f"{num_samples}"
         )
-    if plain and keep_states_at is not None:
-        raise ValueError("keep_states_at needs the shared-prefix sampler (plain=False)")
+    if plain and (keep_states_at is not None or keep_final_hidden):
+        raise ValueError("keep_states_at and keep_final_hidden need the shared-prefix sampler (plain=False)")
     prompts = build_queries(tokenizer, contexts, prefill_marker, summary_prefix)
     prefill = assistant_prefill(prefill_marker, summary_prefix)
     device = next(model.parameters()).device
@@ -232,6 +241,7 @@ def generate_summaries(
                 top_p,
                 do_sample,
                 keep_states_at,
+                keep_final_hidden,
             )
             for encoded in batches
         ]
@@ -257,13 +267,17 @@ def generate_summaries(
     generated = GeneratedSummaries(
         summaries, query_ids, query_mask, response_ids, response_mask, sum(p.seconds for p in parts)
     )
+    width = response_ids.shape[1]
+    if not plain:
+        generated.logprobs = torch.cat([F.pad(p.logprobs.cpu(), (0, width - p.logprobs.shape[1])) for p in parts])
+        generated.entropy = torch.cat([F.pad(p.entropy.cpu(), (0, width - p.entropy.shape[1])) for p in parts])
+    if keep_final_hidden:
+        generated.final_hidden = _pad_states([p.final_hidden for p in parts], width, side="right")
     if keep_states_at is not None:
         unique = query_mask[::num_samples]
         generated.context_mask = unique
         generated.context_states = _pad_states([p.context_states for p in parts], unique.shape[1], side="left")
-        generated.summary_states = _pad_states(
-            [p.summary_states for p in parts], response_ids.shape[1] - 1, side="right"
-        )
+        generated.summary_states = _pad_states([p.summary_states for p in parts], width - 1, side="right")
     return generated
 
 
@@ -305,7 +319,7 @@ def _generate_plain(
     first_end = torch.where(is_end.any(1), is_end.float().argmax(1), generated.shape[1])
     mask = (torch.arange(generated.shape[1])[None] <= first_end[:, None]).long()
     empty = torch.zeros_like(generated, dtype=torch.float)
-    return SampledTokens(generated.masked_fill(mask == 0, pad_id), mask, empty, None, None, seconds)
+    return SampledTokens(generated.masked_fill(mask == 0, pad_id), mask, empty, empty, None, None, seconds)
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ from plus.coadapt import (
     update_reward_model,
     update_summarizer,
 )
+from plus.losses import entropy_from_logits
 from plus.models import load_causal_lm
 from plus.prefix import frozen_depth, sample_tokens, summary_logits
 from plus.summarizer import build_queries, generate_summaries, response_logits, token_logprobs
@@ -54,6 +55,10 @@ def _tiny(lora_top_layers: int | None = None, seed: int = 3) -> nn.Module:
     """The tiny Llama with (optionally) LoRA adapters on its top blocks, adapters set to random values."""
     model, _ = load_causal_lm("tiny-chat-lm", device="cpu")
     if lora_top_layers is None:
+        if seed != 3:  # another network than the policy (a separate critic's body)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(seed)) * 0.01)
         return model.eval()
     config = CoadaptConfig(summarizer_model="tiny-chat-lm", lora=True, lora_rank=4, lora_top_layers=lora_top_layers)
     model = _with_lora(model, config)
@@ -183,7 +188,7 @@ def _rollout_models(config: CoadaptConfig):
     policy.generation_config.eos_token_id = END_IDS
     critic = None
     if config.estimator == "ppo":
-        body = _tiny(config.lora_top_layers, seed=4)
+        body = _tiny(config.lora_top_layers, seed=4) if config.separate_critic else None
         critic = ValueModel(policy.config.hidden_size, body)
         nn.init.normal_(critic.head.weight, std=0.5)
     return policy, critic, tokenizer
@@ -193,33 +198,52 @@ def _plain_copy(batch: RolloutBatch) -> RolloutBatch:
     return dataclasses.replace(batch, context_states=None, context_mask=None, summary_states=None, split=None)
 
 
-@pytest.mark.parametrize("estimator", ["ppo", "rloo"])
-def test_the_fast_rollout_equals_the_plain_computation_on_its_samples(estimator):
-    """collect_rollout on the shared-context path: its log-probs, reference log-probs (adapters off) and critic
-    values equal the plain passes over the same samples; one update from each gives the same losses and weights."""
-    config = _rollout_config(estimator=estimator, num_samples=3)
+@pytest.mark.parametrize(
+    ("estimator", "lora", "separate_critic"),
+    [("ppo", True, True), ("ppo", True, False), ("rloo", True, True), ("ppo", False, True)],
+    ids=["ppo-lora-critic", "ppo-lora-value-head", "rloo-lora", "ppo-full-finetuning"],
+)
+def test_the_fast_rollout_equals_the_plain_computation_on_its_samples(estimator, lora, separate_critic):
+    """collect_rollout on the shared-context path: its log-probs and entropies (taken from the generation), its
+    reference log-probs (adapters off, or the frozen copy under full fine-tuning) and its critic values (a separate
+    critic, or a value head on the policy's hidden states) equal the plain passes over the same samples; one update
+    from each gives the same losses and weights."""
+    config = _rollout_config(
+        estimator=estimator,
+        num_samples=3,
+        lora=lora,
+        lora_top_layers=1 if lora else None,
+        separate_critic=separate_critic,
+    )
     policy, critic, tokenizer = _rollout_models(config)
+    reference = None if lora else copy.deepcopy(policy).requires_grad_(False)
     records = [
         {**r, "context": c} for r, c in zip(_records(3), CONTEXTS, strict=True)
     ]  # ragged contexts: left padding
     torch.manual_seed(0)
     batch, _ = collect_rollout(
-        config, policy, None, critic, RewardScorer(ByteRewardModel()), tokenizer, records, _NoAccelerator()
+        config, policy, reference, critic, RewardScorer(ByteRewardModel()), tokenizer, records, _NoAccelerator()
     )
-    assert batch.context_states is not None and batch.split == 1
+    assert batch.context_states is not None and batch.split == (1 if lora else None)
     assert len(set(batch.response_mask.sum(1).tolist())) > 1
     plain = _plain_copy(batch)
     with torch.no_grad():
         logits, hidden = summary_forward(policy, plain, torch.device("cpu"), output_hidden_states=True)
-        with policy.disable_adapter():
-            ref_logits, _ = summary_forward(policy, plain, torch.device("cpu"))
+        if lora:
+            with policy.disable_adapter():
+                ref_logits, _ = summary_forward(policy, plain, torch.device("cpu"))
+        else:
+            ref_logits, _ = summary_forward(reference, plain, torch.device("cpu"))
     mask = batch.response_mask.float()
     assert (token_logprobs(logits / 0.7, batch.response_ids) * mask - batch.logprobs).abs().max() <= ATOL
+    assert (entropy_from_logits(logits / 0.7) * mask - batch.entropy).abs().max() <= ATOL
     assert (token_logprobs(ref_logits / 0.7, batch.response_ids) * mask - batch.ref_logprobs).abs().max() <= ATOL
-    assert (batch.logprobs - batch.ref_logprobs).abs().max() > 1e-3  # the adapters matter
+    if lora:
+        assert (batch.logprobs - batch.ref_logprobs).abs().max() > 1e-3  # the adapters matter
     if critic is not None:
         with torch.no_grad():
-            assert (critic(plain) * mask - batch.values).abs().max() <= ATOL
+            assert (critic(plain, policy_hidden=hidden) * mask - batch.values).abs().max() <= ATOL
+            assert batch.values.abs().max() > 0
     results = []
     for rollout in (batch, plain):
         models = {"actor": copy.deepcopy(policy)} | ({"critic": copy.deepcopy(critic)} if critic else {})
@@ -308,6 +332,16 @@ def test_the_reward_model_update_is_invariant_to_micro_batch_size():
     for loss, weights in results[1:]:
         assert loss == pytest.approx(results[0][0], rel=1e-5, abs=1e-6)
         assert (weights - results[0][1]).abs().max() <= 1e-5
+
+
+def test_top_p_keeps_the_smallest_set_that_reaches_p():
+    from plus.prefix import _top_p_filter
+
+    logits = torch.tensor([[0.5, 0.3, 0.2]]).log()
+    assert torch.isfinite(_top_p_filter(logits, 0.6)).tolist() == [[True, True, False]]
+    assert torch.isfinite(_top_p_filter(logits, 0.5)).tolist() == [[True, False, False]]
+    assert torch.equal(_top_p_filter(logits[:, [2, 0, 1]], 0.6).isfinite(), torch.tensor([[False, True, True]]))
+    assert torch.equal(_top_p_filter(logits, 1.0), logits)
 
 
 def test_rollout_select_keeps_the_contexts_of_the_rows():
