@@ -7,8 +7,9 @@ critic, and the update. Done plainly (`plus.summarizer.response_logits`), every 
 runs every block, and computes logits over the whole vocabulary at every context position. This module does the
 same arithmetic with less work:
 
-- `sample_tokens` prefills each context once, repeats its KV cache for its K samples and decodes all N = B K
-  rows in one loop (logits only at the last position). While it decodes it keeps the input of block ``split`` at
+- `sample_tokens` prefills each context once, repeats its keys and values once into a preallocated buffer for its
+  K samples and decodes all N = B K rows in one loop that writes each new token's keys in place (logits only at the
+  last position). While it decodes it keeps the input of block ``split`` at
   every context and summary token: the *prefix states*. It also returns the log-prob and entropy of every token
   it drew, so the rollout's own pass over the policy is the generation itself.
 - `summary_logits` runs only blocks ``split`` .. L-1 from those states: the context part once per context, its
@@ -32,7 +33,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
@@ -91,6 +91,22 @@ class SampledTokens:
     final_hidden: torch.Tensor | None = None  # (N, S, H) last hidden state (final norm applied) predicting each token
 
 
+def end_mask(tokens: torch.Tensor, end_ids: list[int]) -> torch.Tensor:
+    """(N, S) generated tokens -> (N, S) 1 up to and including each row's first end token (every column without
+    one)."""
+    is_end = torch.isin(tokens, torch.tensor(end_ids, device=tokens.device))
+    first_end = torch.where(is_end.any(1), is_end.float().argmax(1), tokens.shape[1])  # (N,) index or S
+    return (torch.arange(tokens.shape[1], device=tokens.device)[None] <= first_end[:, None]).long()
+
+
+def _draw(weights: torch.Tensor) -> torch.Tensor:
+    """One token per row with probability proportional to ``weights`` (N, V) >= 0: the inverse of the cumulative
+    distribution at a uniform draw (torch.multinomial draws V exponentials per row, several times slower)."""
+    cumulative = weights.cumsum(-1)  # (N, V)
+    draw = torch.rand(weights.shape[0], 1, dtype=weights.dtype, device=weights.device) * cumulative[:, -1:]
+    return torch.searchsorted(cumulative, draw, right=True).squeeze(1).clamp_max(weights.shape[1] - 1)  # (N,)
+
+
 def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     """Logits outside the smallest set of tokens whose probability reaches ``top_p`` set to -inf. (N, V) -> (N, V)."""
     if top_p >= 1.0:
@@ -116,76 +132,78 @@ def sample_tokens(
     keep_states_at: int | None = None,
     keep_final_hidden: bool = False,
 ) -> SampledTokens:
-    """Sample ``num_samples`` continuations of each left-padded query (B, Q): one prefill per query, its KV cache
-    repeated for the samples, one decode loop for all rows, logits at the last position only. The first token is
-    never an end token (at least one generated token, as ``min_new_tokens=1``). With ``do_sample=False``,
-    greedy. ``keep_states_at`` = b keeps the input of block b (0: the embeddings) for `summary_logits`;
-    ``keep_final_hidden`` the last hidden state at every summary position (a value head reads it).
+    """Sample ``num_samples`` continuations of each left-padded query (B, Q): one prefill per query, its keys and
+    values repeated once into a preallocated buffer for the samples, one decode loop for all rows that writes each
+    new token's keys in place, logits at the last position only. The first token is never an end token (at least
+    one generated token, as ``min_new_tokens=1``). With ``do_sample=False``, greedy. ``keep_states_at`` = b keeps
+    the input of block b (0: the embeddings) for `summary_logits`; ``keep_final_hidden`` the last hidden state at
+    every summary position (a value head reads it).
 
     The log-probs and entropies returned are those of the distribution each token was drawn from (the logits at
     ``temperature``, before the end tokens are masked at the first step), as a plain forward over
     [context, summary] computes them (tested to 1e-4), so a rollout can take them from here."""
     began = time.perf_counter()
-    selected = ([keep_states_at] if keep_states_at is not None else []) + ([-1] if keep_final_hidden else [])
-    keep = selected or False
-    lengths = query_mask.sum(1).repeat_interleave(num_samples)  # (N,)
-    output = model(
-        input_ids=query_ids,
-        attention_mask=query_mask,
-        position_ids=(query_mask.cumsum(1) - 1).clamp_min(0),
-        use_cache=True,
-        logits_to_keep=1,
-        output_hidden_states=keep,
-    )
-    context_states = output.hidden_states[keep_states_at] if keep_states_at is not None else None  # (B, Q, H)
-    finals = [output.hidden_states[-1][:, -1:].repeat_interleave(num_samples, dim=0)] if keep_final_hidden else []
-    cache = output.past_key_values
-    cache.batch_repeat_interleave(num_samples)
-    mask = query_mask.repeat_interleave(num_samples, dim=0)  # (N, Q)
-    logits = output.logits[:, -1].float().repeat_interleave(num_samples, dim=0)  # (N, V)
+    decoder = _decoder(model)
+    blocks = len(decoder.model.layers)
+    split = blocks if keep_states_at is None else keep_states_at
+    context_keys = _ContextKeys()
+    hidden = decoder.model.embed_tokens(query_ids)  # (B, Q, H)
+    width_q = query_ids.shape[1]
+    causal = torch.ones(width_q, width_q, dtype=torch.bool, device=query_ids.device).tril()
+    allowed = causal[None] & query_mask.bool()[:, None, :]  # (B, Q, Q)
+    positions = (query_mask.cumsum(1) - 1).clamp_min(0)  # (B, Q)
+    mask = _additive_mask(allowed, hidden.dtype)
+    rotary = decoder.model.rotary_emb(hidden, position_ids=positions)
+    hidden = _blocks(decoder, 0, split, hidden, mask, positions, context_keys, rotary)
+    context_states = hidden if keep_states_at is not None else None  # (B, Q, H)
+    hidden = decoder.model.norm(_blocks(decoder, split, blocks, hidden, mask, positions, context_keys, rotary))
+    last = hidden[:, -1:].repeat_interleave(num_samples, dim=0)  # (N, 1, H)
+    finals = [last] if keep_final_hidden else []
+    logits = decoder.lm_head(last)[:, -1].float()  # (N, V)
     rows = logits.shape[0]
+    keys = _KeyBuffer(context_keys, num_samples, width_q + max_new_tokens)
+    # The decode mask over the buffer: the row's real context tokens, then its summary tokens as they are written.
+    visible = torch.zeros(rows, 1, 1, keys.capacity, dtype=hidden.dtype, device=hidden.device)
+    visible.fill_(torch.finfo(hidden.dtype).min)
+    visible[:, 0, 0, :width_q].masked_fill_(query_mask.bool().repeat_interleave(num_samples, dim=0), 0.0)
+    lengths = query_mask.sum(1).repeat_interleave(num_samples)  # (N,) real context tokens per row
     ends = torch.tensor(end_ids, device=logits.device)
     done = torch.zeros(rows, dtype=torch.bool, device=logits.device)
     tokens, logprobs, entropies, states = [], [], [], []
     for step in range(max_new_tokens):
-        scaled = logits / temperature
-        if step == 0:
-            scaled[:, ends] = float("-inf")
-        if do_sample:
-            token = torch.multinomial(_top_p_filter(scaled, top_p).softmax(-1), 1).squeeze(1)  # (N,)
+        tempered = (logits / temperature).log_softmax(-1)  # (N, V) the distribution tokens are drawn from
+        probs = tempered.exp()
+        weights = probs.index_fill(1, ends, 0.0) if step == 0 else probs  # at least one token before an end
+        if not do_sample:
+            token = weights.argmax(-1)
         else:
-            token = scaled.argmax(-1)
-        tempered = (logits / temperature).log_softmax(-1)  # (N, V)
+            if top_p < 1.0:
+                weights = _top_p_filter(weights.log(), top_p).exp()
+            token = _draw(weights)
         tokens.append(token.masked_fill(done, pad_id))
         logprobs.append(tempered.gather(1, token[:, None]).squeeze(1).masked_fill(done, 0.0))
-        entropies.append(-(tempered.exp() * tempered).sum(-1).masked_fill(done, 0.0))
+        entropies.append(-(probs * tempered).sum(-1).masked_fill(done, 0.0))
         done = done | torch.isin(token, ends)
         if done.all() or step == max_new_tokens - 1:
             break
-        mask = F.pad(mask, (0, 1), value=1)
-        output = model(
-            input_ids=tokens[-1][:, None],
-            attention_mask=mask,
-            position_ids=(lengths + step)[:, None],
-            past_key_values=cache,
-            use_cache=True,
-            output_hidden_states=keep,
-        )
-        logits = output.logits[:, -1].float()
+        visible[:, 0, 0, width_q + step] = 0.0
+        positions = (lengths + step)[:, None]  # (N, 1)
+        hidden = decoder.model.embed_tokens(tokens[-1][:, None])  # (N, 1, H)
+        rotary = decoder.model.rotary_emb(hidden, position_ids=positions)
+        hidden = _blocks(decoder, 0, split, hidden, visible, positions, keys, rotary)
         if keep_states_at is not None:
-            states.append(output.hidden_states[keep_states_at])  # (N, 1, H)
+            states.append(hidden)  # (N, 1, H)
+        hidden = decoder.model.norm(_blocks(decoder, split, blocks, hidden, visible, positions, keys, rotary))
         if keep_final_hidden:
-            finals.append(output.hidden_states[-1])  # (N, 1, H)
+            finals.append(hidden)
+        keys.advance()
+        logits = decoder.lm_head(hidden)[:, -1].float()
     response_ids = torch.stack(tokens, 1)  # (N, S)
-    is_end = torch.isin(response_ids, ends)
-    first_end = torch.where(is_end.any(1), is_end.float().argmax(1), response_ids.shape[1])  # (N,) index or S
-    positions = torch.arange(response_ids.shape[1], device=response_ids.device)
-    response_mask = (positions[None] <= first_end[:, None]).long()  # (N, S)
+    response_mask = end_mask(response_ids, end_ids)  # (N, S)
     response_ids = response_ids.masked_fill(response_mask == 0, pad_id)
     summary_states = None
     if keep_states_at is not None:
-        hidden = context_states.shape[-1]
-        summary_states = torch.cat(states, 1) if states else context_states.new_zeros(rows, 0, hidden)
+        summary_states = torch.cat(states, 1) if states else context_states.new_zeros(rows, 0, hidden.shape[-1])
     return SampledTokens(
         response_ids=response_ids,
         response_mask=response_mask,
@@ -196,6 +214,35 @@ def sample_tokens(
         seconds=time.perf_counter() - began,
         final_hidden=torch.cat(finals, 1) if keep_final_hidden else None,
     )
+
+
+class _KeyBuffer:
+    """Stands in for a transformers Cache while decoding: every block's keys and values in a buffer of ``capacity``
+    positions, the contexts' repeated for their samples once, then one position per decoded token written in place
+    (a cache grown with torch.cat copies all of itself at every step). Attention reads the whole buffer; the mask
+    hides the positions not written yet."""
+
+    def __init__(self, context: _ContextKeys, repeats: int, capacity: int) -> None:
+        self.capacity = capacity
+        self.position = next(iter(context.keys.values())).shape[2]
+        self.keys: dict[int, torch.Tensor] = {}
+        self.values: dict[int, torch.Tensor] = {}
+        for index in context.keys:
+            for store, source in ((self.keys, context.keys[index]), (self.values, context.values[index])):
+                rows, heads, width, dim = source.shape
+                buffer = source.new_empty(rows * repeats, heads, capacity, dim)
+                buffer[:, :, :width] = source.repeat_interleave(repeats, dim=0)
+                buffer[:, :, width:] = 0.0  # masked, but must be finite (0 x inf is nan)
+                store[index] = buffer
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
+        self.keys[layer_idx][:, :, self.position] = key[:, :, 0]
+        self.values[layer_idx][:, :, self.position] = value[:, :, 0]
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    def advance(self) -> None:
+        """One token was written in every block."""
+        self.position += 1
 
 
 class _ContextKeys:
@@ -227,9 +274,9 @@ def _additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     )[:, None]
 
 
-def _blocks(decoder: _Decoder, start: int, hidden, mask, positions, keys) -> torch.Tensor:
-    rotary = decoder.model.rotary_emb(hidden, position_ids=positions)
-    for layer in decoder.model.layers[start:]:
+def _blocks(decoder: _Decoder, start: int, stop: int, hidden, mask, positions, keys, rotary) -> torch.Tensor:
+    """Blocks ``start`` .. ``stop`` - 1 of the decoder on ``hidden`` (b, T, H); ``keys`` collects their keys."""
+    for layer in decoder.model.layers[start:stop]:
         hidden = layer(
             hidden,
             attention_mask=mask,
@@ -269,7 +316,11 @@ def summary_logits(
     causal = torch.ones(width_q, width_q, dtype=torch.bool, device=context_mask.device).tril()
     allowed = causal[None] & context_mask.bool()[:, None, :]  # (b, Q, Q)
     positions = (context_mask.cumsum(1) - 1).clamp_min(0)  # (b, Q)
-    context_out = _blocks(decoder, split, context_states, _additive_mask(allowed, dtype), positions, keys)
+    depth = len(decoder.model.layers)
+    rotary = decoder.model.rotary_emb(context_states, position_ids=positions)
+    context_out = _blocks(
+        decoder, split, depth, context_states, _additive_mask(allowed, dtype), positions, keys, rotary
+    )
     last = context_out[:, -1:].repeat_interleave(repeats, dim=0)  # (N, 1, H): predicts summary token 0
     if width_s:
         # Summary stage: every row reads its context's keys (repeated) and its own earlier summary tokens.
@@ -279,7 +330,9 @@ def summary_logits(
         allowed = torch.cat([context_keys, own[None].expand(len(last), -1, -1)], dim=2)  # (N, S-1, Q + S-1)
         lengths = context_mask.sum(1).repeat_interleave(repeats)  # (N,)
         positions = lengths[:, None] + torch.arange(width_s, device=lengths.device)[None]  # (N, S-1)
-        summary_out = _blocks(decoder, split, summary_states, _additive_mask(allowed, dtype), positions, keys)
+        rotary = decoder.model.rotary_emb(summary_states, position_ids=positions)
+        mask = _additive_mask(allowed, dtype)
+        summary_out = _blocks(decoder, split, depth, summary_states, mask, positions, keys, rotary)
         last = torch.cat([last, summary_out], dim=1)  # (N, S, H)
     hidden = decoder.model.norm(last)  # (N, S, H) the last block's normalised output, as hidden_states[-1] is
     return decoder.lm_head(hidden).float(), (hidden if output_hidden_states else None)  # (N, S, V)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
-from plus.prefix import SampledTokens, sample_tokens
+from plus.prefix import SampledTokens, end_mask, sample_tokens
 
 SUMMARY_MARKER = "##Summary"
 
@@ -315,9 +315,7 @@ def _generate_plain(
     )  # (b, Q + s)
     seconds = time.perf_counter() - began
     generated = output[:, encoded.input_ids.shape[1] :].cpu()  # (b, s)
-    is_end = torch.isin(generated, torch.tensor(end_ids))
-    first_end = torch.where(is_end.any(1), is_end.float().argmax(1), generated.shape[1])
-    mask = (torch.arange(generated.shape[1])[None] <= first_end[:, None]).long()
+    mask = end_mask(generated, end_ids)  # (b, s)
     empty = torch.zeros_like(generated, dtype=torch.float)
     return SampledTokens(generated.masked_fill(mask == 0, pad_id), mask, empty, empty, None, None, seconds)
 
