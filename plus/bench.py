@@ -184,12 +184,14 @@ class MethodTiming:
 
 def _run_plus(bench: BenchConfig, records: list[dict], workdir: Path, shared_context: bool) -> MethodTiming:
     config = coadapt_config(bench, shared_context)
+    run = workdir / ("plus" if shared_context else "plus_reference")
     with PeakMemory() as memory:
-        train_plus(config, records, workdir / ("plus" if shared_context else "plus_reference"), progress=False)
-    rows = read_metrics(workdir / ("plus" if shared_context else "plus_reference") / "metrics.jsonl")
+        train_plus(config, records, run, progress=False)
+    rows = read_metrics(run / "metrics.jsonl")
     tokens = [round(row["summarizer/length"] * config.rollout_batch_size * config.samples_per_context) for row in rows]
     stages = [
-        {k[5:-8]: v for k, v in row.items() if k.endswith("_seconds") and k != "perf/seconds_per_step"} for row in rows
+        {k.removeprefix("perf/").removesuffix("_seconds"): v for k, v in row.items() if k.endswith("_seconds")}
+        for row in rows
     ]
     return MethodTiming([row["perf/seconds_per_step"] for row in rows], tokens, memory.peak_mb, stages)
 

@@ -190,14 +190,13 @@ def generate_summaries(
     """Sample (or, with ``do_sample=False``, greedily decode) ``num_samples`` summaries per context; the samples of
     a context are consecutive rows of the result.
 
-    ``batch_size`` rows are decoded together: each context is prefilled once and its KV cache repeated for its
-    samples (`plus.prefix.sample_tokens`); larger batches amortise the per-step cost of decoding.
-    ``keep_states_at`` = b also keeps the input of block b at every context and summary token, the prefix states
-    from which `plus.prefix.summary_logits` runs the blocks above, and ``keep_final_hidden`` the last hidden state
-    at every summary position. The log-probs and entropies of the generated tokens come with the result (not on
-    the plain path). ``plain=True`` is the plain reference path,
-    kept for the tests and the benchmark: transformers' ``generate`` on every (context, sample) row, in batches
-    of ``batch_size``.
+    ``batch_size`` rows are decoded together: each context is prefilled once and its keys and values serve all of
+    its samples (`plus.prefix.sample_tokens`). ``keep_states_at`` = b also keeps the input of block b at every
+    context and summary token, the prefix states from which `plus.prefix.summary_logits` runs the blocks above,
+    and ``keep_final_hidden`` the last hidden state at every summary position. The log-probs and entropies of the
+    generated tokens come with the result (not on the plain path). ``plain=True`` is the plain reference path,
+    kept for the tests and the benchmark: transformers' ``generate`` on every (context, sample) row, in batches of
+    ``batch_size``.
 
     Sampling draws from torch's global RNG: seed it for reproducible summaries. ``prefill_marker`` puts the
     marker at the start of the assistant turn (a help for small models that ignore the instruction; the paper
@@ -269,24 +268,25 @@ def generate_summaries(
     )
     width = response_ids.shape[1]
     if not plain:
-        generated.logprobs = torch.cat([F.pad(p.logprobs.cpu(), (0, width - p.logprobs.shape[1])) for p in parts])
-        generated.entropy = torch.cat([F.pad(p.entropy.cpu(), (0, width - p.entropy.shape[1])) for p in parts])
+        generated.logprobs = _stack_padded([p.logprobs for p in parts], width, side="right")
+        generated.entropy = _stack_padded([p.entropy for p in parts], width, side="right")
     if keep_final_hidden:
-        generated.final_hidden = _pad_states([p.final_hidden for p in parts], width, side="right")
+        generated.final_hidden = _stack_padded([p.final_hidden for p in parts], width, side="right")
     if keep_states_at is not None:
         unique = query_mask[::num_samples]
         generated.context_mask = unique
-        generated.context_states = _pad_states([p.context_states for p in parts], unique.shape[1], side="left")
-        generated.summary_states = _pad_states([p.summary_states for p in parts], width - 1, side="right")
+        generated.context_states = _stack_padded([p.context_states for p in parts], unique.shape[1], side="left")
+        generated.summary_states = _stack_padded([p.summary_states for p in parts], width - 1, side="right")
     return generated
 
 
-def _pad_states(parts: list[torch.Tensor], width: int, side: str) -> torch.Tensor:
-    """(b_i, T_i, H) tensors padded with zeros along T to ``width`` on ``side``, then stacked: (sum b_i, width, H)."""
+def _stack_padded(parts: list[torch.Tensor], width: int, side: str) -> torch.Tensor:
+    """(b_i, T_i, ...) tensors zero-padded along T to ``width`` on ``side``, then stacked: (sum b_i, width, ...)."""
     padded = []
     for part in parts:
         missing = width - part.shape[1]
-        padded.append(F.pad(part, (0, 0, missing, 0) if side == "left" else (0, 0, 0, missing)).cpu())
+        spec = (0, 0) * (part.dim() - 2) + ((missing, 0) if side == "left" else (0, missing))
+        padded.append(F.pad(part, spec).cpu())
     return torch.cat(padded)
 
 
