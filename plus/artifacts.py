@@ -77,3 +77,39 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}:{number} is not a JSON object: {error}") from error
     return rows
+
+
+TABLE_KEYS: tuple[str, ...] = (
+    "dataset",
+    "split",
+    "subset",
+    "method",
+    "metric",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "n",
+    "seeds",
+    "reported",
+)
+"""The fields of one row of an experiment's ``table.json`` (``../shared/RESULTS.md``)."""
+
+
+def write_table(path: str | Path, rows: list[dict[str, Any]]) -> Path:
+    """Write an experiment's ``table.json`` whole (atomically, `write_json`), after checking every row has
+    exactly `TABLE_KEYS`, a finite mean inside its interval and at least one seed. Raises ValueError naming
+    the row."""
+    for index, row in enumerate(rows):
+        if set(row) != set(TABLE_KEYS):
+            raise ValueError(f"{path}: table row {index} has keys {sorted(row)}, expected {list(TABLE_KEYS)}")
+        mean, low, high = row["mean"], row["ci_low"], row["ci_high"]
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in (mean, low, high)) or not (
+            low <= mean <= high
+        ):
+            raise ValueError(
+                f"{path}: table row {index} ({row['dataset']}, {row['method']}) has mean {mean} "
+                f"outside [{low}, {high}] or a non-finite value"
+            )
+        if not row["seeds"] or not isinstance(row["n"], int) or row["n"] < 1:
+            raise ValueError(f"{path}: table row {index} needs seeds and n >= 1, got {row['seeds']}, {row['n']}")
+    return write_json(path, [{key: row[key] for key in TABLE_KEYS} for row in rows])

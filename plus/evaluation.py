@@ -1,7 +1,8 @@
 """One evaluation for every reward model: pairwise accuracy on held-out pairs, per split, over seeds.
 
-Pairwise accuracy is the share of held-out pairs with r(chosen) > r(rejected) (strictly: a tie counts as
-wrong), computed on each record's ``eval`` pair. Splits: ``test`` (seen users, held-out pairs),
+Pairwise accuracy is the mean credit of the held-out pairs: 1 when r(chosen) > r(rejected), 1/2 for a tie,
+0 otherwise (`pair_credit`: the one tie rule of the package, also the PReF protocol's), computed on each
+record's ``eval`` pair. Splits: ``test`` (seen users, held-out pairs),
 ``test_new_users``, ``test_new_prompts`` (new topics) and ``test_ood``. Over seeds we report the mean and
 the sample standard deviation (ddof = 1; 0 for a single seed).
 
@@ -23,9 +24,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from plus.artifacts import read_json, write_json
+from plus.artifacts import read_json, write_json, write_table
 from plus.baselines import METHOD_NAMES, BaselineConfig, RewardMethod, TextEmbedder, build_method
-from plus.reward_model import RewardModelConfig
+from plus.reward_model import FrozenFeatureCache, RewardModelConfig
 from plus.train import TrainConfig, seed_everything, train_reward_model
 
 logger = logging.getLogger(__name__)
@@ -69,25 +70,64 @@ KL_WEIGHTS: dict[str, float] = {"pets": 1e-4, "pets-ood": 1e-4, "uf-p-2-syntheti
 """VPL's KL weight per data set (the VPL paper's: 1e-4 Pets, 0 UF-P-2, 3e-6 UF-P-4)."""
 
 
+SUBSETS: dict[str, str] = {"all": "outcomes", "contested": "contested_outcomes", "agreed": "agreed_outcomes"}
+"""Table subsets (``../shared/RESULTS.md``) -> the per-pair credits `pairwise_accuracy` returns for them."""
+
+
+METRICS: dict[str, str] = {
+    "outcomes": "accuracy",
+    "contested_outcomes": "contested_accuracy",
+    "agreed_outcomes": "agreed_accuracy",
+}
+OUTCOMES: dict[str, str] = {metric: outcomes for outcomes, metric in METRICS.items()}
+
+
+def pair_credit(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+    """Per pair: 1.0 when ``chosen`` scores above ``rejected``, 0.5 on a tie, 0.0 otherwise."""
+    return (chosen > rejected).float() + 0.5 * (chosen == rejected).float()
+
+
+def bootstrap_interval(
+    outcomes: Sequence[Sequence[float]], level: float = 0.95, num_resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """A percentile bootstrap interval of the mean credit over seeds and test pairs: ``outcomes[s][i]`` is pair
+    i's credit under seed s (the same pairs for every seed). Each resample draws seeds with replacement and,
+    independently, pairs with replacement (the same pairs for all drawn seeds), so the interval covers both
+    the training noise and the finite test set."""
+    import numpy as np
+
+    table = np.asarray(outcomes, dtype=float)  # (S, N)
+    if table.ndim != 2 or table.size == 0:
+        raise ValueError(f"bootstrap_interval needs a (seeds, pairs) table, got shape {table.shape}")
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(0, table.shape[0], size=(num_resamples, table.shape[0]))
+    pairs = rng.integers(0, table.shape[1], size=(num_resamples, table.shape[1]))
+    means = np.array([table[s][:, p].mean() for s, p in zip(seeds, pairs, strict=True)])
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
 @torch.no_grad()
 def pairwise_accuracy(method: RewardMethod, records: Sequence[dict], batch_size: int = 64) -> dict[str, float]:
     """Accuracy on the ``eval`` pairs of ``records``: ``accuracy`` over all, ``contested_accuracy`` and
     ``agreed_accuracy`` over records whose ``contested`` flag is True / False (None when there are none),
-    ``num_pairs``. Calls ``method.adapt(records)`` first (new users' weights for PAL); eval mode."""
+    ``num_pairs``, and the per-pair credits behind each (``outcomes``, ``contested_outcomes``,
+    ``agreed_outcomes``, in record order) for `bootstrap_interval`. Calls ``method.adapt(records)`` first
+    (new users' weights for PAL); eval mode."""
     records = list(records)
     if not records:
         raise ValueError("pairwise_accuracy needs at least one record")
     was_training = method.training
     method.eval()
     method.adapt(records)
-    correct: list[bool] = []
+    correct: list[float] = []
     for start in range(0, len(records), batch_size):
         chosen, rejected = method.pair_rewards(records[start : start + batch_size], "eval")  # (b,) each
-        correct.extend((chosen > rejected).tolist())
+        correct.extend(pair_credit(chosen, rejected).tolist())
     method.train(was_training)
 
-    def share(flags: list[bool]) -> float | None:
-        return sum(flags) / len(flags) if flags else None
+    def share(credits: list[float]) -> float | None:
+        return sum(credits) / len(credits) if credits else None
 
     contested = [c for c, r in zip(correct, records, strict=True) if r.get("contested") is True]
     agreed = [c for c, r in zip(correct, records, strict=True) if r.get("contested") is False]
@@ -97,6 +137,9 @@ def pairwise_accuracy(method: RewardMethod, records: Sequence[dict], batch_size:
         "agreed_accuracy": share(agreed),
         "num_pairs": len(correct),
         "num_contested": len(contested),
+        "outcomes": correct,
+        "contested_outcomes": contested,
+        "agreed_outcomes": agreed,
     }
 
 
@@ -121,12 +164,53 @@ def aggregate_over_seeds(per_seed: Sequence[dict[str, dict[str, float]]]) -> dic
     for split in per_seed[0]:
         out[split] = {}
         for metric in per_seed[0][split]:
+            if metric.endswith("outcomes"):
+                continue
             values = [result[split][metric] for result in per_seed if result.get(split, {}).get(metric) is not None]
             if not values:
                 continue
             std = statistics.stdev(values) if len(values) > 1 else 0.0
             out[split][metric] = {"mean": statistics.fmean(values), "std": std, "values": values}
+            outcomes = [result[split].get(OUTCOMES.get(metric, "")) for result in per_seed]
+            if all(outcomes) and len({len(o) for o in outcomes}) == 1:
+                low, high = bootstrap_interval(outcomes)
+                out[split][metric].update(ci_low=low, ci_high=high, n=len(outcomes[0]))
     return out
+
+
+def table_rows(results: dict) -> list[dict]:
+    """The rows of ``table.json`` (``../shared/RESULTS.md``) from a `run_benchmark` artifact: one per data set,
+    split, subset and method, metric ``accuracy``, with its bootstrap interval. ``reported`` is the paper's
+    number (`REPORTED_PLUS_TABLE`) on the ``contested`` subset of the paper's columns (`PAPER_COLUMNS`): the
+    paper's Pets test pairs are the contested dog-vs-cat ones (its BTL scores 44%, impossible if half the pairs
+    were agreed ones a user-blind model gets right), and every UF-P pair is contested by construction."""
+    columns = {value: key for key, value in PAPER_COLUMNS.items()}
+    rows = []
+    for dataset, methods in results["aggregate"].items():
+        for method, splits in methods.items():
+            for split, metrics in splits.items():
+                for subset, outcomes_key in SUBSETS.items():
+                    cell = metrics.get(METRICS[outcomes_key])
+                    if not cell or "ci_low" not in cell:
+                        continue
+                    column = columns.get((dataset, split)) if subset == "contested" else None
+                    reported = REPORTED_PLUS_TABLE.get(METHOD_LABELS[method], {}).get(column)
+                    rows.append(
+                        {
+                            "dataset": dataset,
+                            "split": split,
+                            "subset": subset,
+                            "method": method,
+                            "metric": "accuracy",
+                            "mean": cell["mean"],
+                            "ci_low": cell["ci_low"],
+                            "ci_high": cell["ci_high"],
+                            "n": cell["n"],
+                            "seeds": list(results["config"]["seeds"]),
+                            "reported": reported / 100 if reported is not None else None,
+                        }
+                    )
+    return rows
 
 
 @dataclass(frozen=True)
@@ -163,6 +247,10 @@ class BenchmarkConfig:
     """Contexts per summarizer generation call."""
     eval_batch_size: int = 64
     """Records per scoring batch at evaluation."""
+    frozen_cache: bool = True
+    """Text methods whose reward model freezes its bottom blocks read their states from one
+    `plus.reward_model.FrozenFeatureCache` per data set (computed once, without dropout) instead of recomputing
+    them every epoch, seed and method."""
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHOD_NAMES]
@@ -255,6 +343,7 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | Path) -> dict:
         records = build_dataset(dataset, config.data_seed, num_train=config.num_train, num_test=config.num_test)
         records = [record for record in records if record["split"] in ("train", *config.splits)]
         train_records = [record for record in records if record["split"] == "train"]
+        cache = FrozenFeatureCache()  # shared by every text method and seed of this data set
         summaries = None
         if "plus-untrained" in config.methods:
             start = time.perf_counter()
@@ -288,6 +377,9 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | Path) -> dict:
                     kl_weight=KL_WEIGHTS.get(dataset, 1e-4),
                 )
                 method = build_method(method_config, embedder=embedder, summaries=summaries, seed=seed)
+                model = getattr(method, "model", None)
+                if config.frozen_cache and model is not None and model.frozen_cache_refusal() is None:
+                    model.use_frozen_cache(cache)
                 train_config = replace(config.embedding_train if embedding else config.train, seed=seed)
                 trained = train_reward_model(method, train_records, train_config, run, save_checkpoint=False)
                 metrics = evaluate_method(method, records, config.splits, config.eval_batch_size)
@@ -295,6 +387,7 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | Path) -> dict:
                 if hasattr(method, "model"):
                     metrics["train"]["truncation"] = dict(method.model.truncation_counts)
                 metrics["train"]["run_seconds"] = time.perf_counter() - run_began
+                metrics["train"]["frozen_cache"] = {"hits": cache.hits, "misses": cache.misses, "inputs": len(cache)}
                 write_json(run / "result.json", {"fingerprint": fingerprint, "metrics": metrics})
                 per_seed.append(metrics)
                 bar.update(1)
@@ -308,6 +401,7 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | Path) -> dict:
     bar.close()
     results["seconds"]["total"] = time.perf_counter() - began
     write_json(output_dir / "results.json", results)
+    write_table(output_dir / "table.json", table_rows(results))
     return results
 
 

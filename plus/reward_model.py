@@ -33,6 +33,17 @@ bidirectional encoder sees the whole input, so no position is privileged by atte
 trained (contrastively, by sentence-transformers) on exactly this mean-pooled vector, while its [CLS] state
 and the final [SEP] were never a training target, so the mean is the representation its weights are
 already tuned to make informative.
+
+Frozen bottom blocks, computed once (`FrozenFeatureCache`)
+----------------------------------------------------------
+With ``num_trainable_layers=k`` the embeddings and the bottom blocks are frozen: they give the same hidden
+states for the same tokens in every epoch, for every seed and for every method that builds the same input (BTL
+and DPL build identical ones). `SummaryRewardModel.use_frozen_cache` makes `encode` look those states up by the
+input's token ids and run only the top k blocks; a miss runs the frozen part once, in a batch, and stores each
+input's states. The frozen part then runs without dropout, as a fixed feature extractor (without the cache it
+runs with the backbone's dropout in training mode): this is the one difference, and the cached and uncached
+rewards are equal in eval mode (tested). Encoders of the BERT family only (``embeddings`` + ``encoder.layer``,
+the cpu profile's MiniLM); the gpu profile trains its whole decoder, where nothing is frozen to cache.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,6 +59,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedTokenizerBase
+from transformers.masking_utils import create_bidirectional_mask
 
 from plus.models import is_decoder, load_backbone
 
@@ -186,6 +199,35 @@ def _blocks(backbone: nn.Module) -> nn.ModuleList:
     raise ValueError(f"Cannot find the transformer blocks of {type(backbone).__name__} to freeze")
 
 
+@contextmanager
+def _eval_mode(modules: list[nn.Module]):
+    """Run ``modules`` with dropout off, then restore each one's train/eval mode."""
+    modes = [(m, m.training) for module in modules for m in module.modules()]
+    for m, _ in modes:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+class FrozenFeatureCache:
+    """Hidden states at the input of the first trainable block, one (T_i, H) tensor per distinct input (its
+    token ids and segment ids), for every reward model on one backbone with one frozen depth (module
+    docstring). Share one cache across seeds and methods; drop it to free the memory."""
+
+    def __init__(self) -> None:
+        self.owner: tuple[str, int] | None = None
+        """(backbone, number of frozen blocks) of the models that use it: set by the first."""
+        self.states: dict[tuple[tuple[int, ...], tuple[int, ...]], torch.Tensor] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+
 class SummaryRewardModel(nn.Module):
     """r_phi(x, y | z): a backbone plus a scalar head read at one pooled position (module docstring)."""
 
@@ -219,6 +261,31 @@ class SummaryRewardModel(nn.Module):
                     p.requires_grad_(True)
         self.truncation_counts: Counter[str] = Counter()
         """``inputs`` scored so far and how many had their ``context``/``prompt``/``response`` cut."""
+        self.frozen_cache: FrozenFeatureCache | None = None
+        """Set by `use_frozen_cache`."""
+
+    def frozen_cache_refusal(self) -> str | None:
+        """Why `use_frozen_cache` would refuse this model, or None when it can use a cache."""
+        blocks, trainable = _blocks(self.backbone), self.config.num_trainable_layers
+        if self.decoder or not hasattr(self.backbone, "embeddings"):
+            return f"supports BERT-family encoders, not {type(self.backbone).__name__}"
+        if trainable is None or trainable >= len(blocks):
+            return f"needs frozen blocks: num_trainable_layers={trainable} of {len(blocks)} blocks"
+        return None
+
+    def use_frozen_cache(self, cache: FrozenFeatureCache) -> None:
+        """Look up the frozen bottom's hidden states in ``cache`` from now on (module docstring). Raises
+        ValueError when nothing is frozen, the backbone is not a BERT-family encoder, or the cache belongs to
+        another backbone or depth."""
+        reason = self.frozen_cache_refusal()
+        if reason:
+            raise ValueError(f"use_frozen_cache {reason}")
+        blocks, trainable = _blocks(self.backbone), self.config.num_trainable_layers
+        owner = (self.config.backbone, len(blocks) - trainable)
+        if cache.owner is not None and cache.owner != owner:
+            raise ValueError(f"This FrozenFeatureCache holds states of {cache.owner}, not of {owner}")
+        cache.owner = owner
+        self.frozen_cache = cache
 
     @property
     def hidden_size(self) -> int:
@@ -278,8 +345,42 @@ class SummaryRewardModel(nn.Module):
     def encode(self, summaries: list[str | None], prompts: list[str], responses: list[str]) -> torch.Tensor:
         """The pooled features (B, H) that the head reads; differentiable."""
         batch = self.tokenize(summaries, prompts, responses)
-        hidden = self.backbone(**batch).last_hidden_state  # (B, T, H)
+        if self.frozen_cache is None:
+            hidden = self.backbone(**batch).last_hidden_state  # (B, T, H)
+        else:
+            hidden = self._encode_cached(batch)
         return self.pool(hidden, batch["attention_mask"])
+
+    def _mask(self, embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+        return create_bidirectional_mask(config=self.backbone.config, inputs_embeds=embeddings, attention_mask=mask)
+
+    def _encode_cached(self, batch: dict) -> torch.Tensor:
+        """The last hidden states (B, T, H): the frozen bottom's from the cache (misses run once, in a batch),
+        then the trainable top blocks."""
+        cache, blocks = self.frozen_cache, _blocks(self.backbone)
+        frozen = cache.owner[1]
+        ids, types, mask = batch["input_ids"], batch["token_type_ids"], batch["attention_mask"]
+        lengths = mask.sum(dim=1).tolist()
+        keys = [(tuple(ids[i, :n].tolist()), tuple(types[i, :n].tolist())) for i, n in enumerate(lengths)]
+        missing = [i for i, key in enumerate(keys) if key not in cache.states]
+        cache.hits += len(keys) - len(missing)
+        cache.misses += len(missing)
+        if missing:
+            rows = torch.tensor(missing, device=ids.device)
+            with torch.no_grad(), _eval_mode([self.backbone.embeddings, *blocks[:frozen]]):
+                hidden = self.backbone.embeddings(input_ids=ids[rows], token_type_ids=types[rows])  # (M, T, H)
+                attention = self._mask(hidden, mask[rows])
+                for block in blocks[:frozen]:
+                    hidden = block(hidden, attention)
+            for row, i in enumerate(missing):
+                cache.states[keys[i]] = hidden[row, : lengths[i]].clone()
+        hidden = torch.zeros(*ids.shape, self.hidden_size, device=ids.device, dtype=self.head.weight.dtype)
+        for i, key in enumerate(keys):
+            hidden[i, : lengths[i]] = cache.states[key]
+        attention = self._mask(hidden, mask)
+        for block in blocks[frozen:]:
+            hidden = block(hidden, attention)
+        return hidden  # (B, T, H)
 
     def score(self, summaries: list[str | None], prompts: list[str], responses: list[str]) -> torch.Tensor:
         """Rewards r(x, y | z), (B,) in float32; differentiable. ``None``/"" summaries mean no conditioning."""

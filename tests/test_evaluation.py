@@ -1,4 +1,5 @@
 import json
+import random
 import statistics
 from dataclasses import replace
 
@@ -6,17 +7,19 @@ import pytest
 import torch
 from toy_users import mirrored_test_records
 
-from plus.artifacts import read_json
+from plus.artifacts import read_json, write_table
 from plus.baselines import BaselineConfig, RewardMethod
 from plus.evaluation import (
     PAPER_COLUMNS,
     REPORTED_PLUS_TABLE,
     aggregate_over_seeds,
     benchmark_config,
+    bootstrap_interval,
     evaluate_method,
     pairwise_accuracy,
     results_table,
     run_benchmark,
+    table_rows,
 )
 
 
@@ -38,19 +41,21 @@ def test_pairwise_accuracy_matches_a_naive_count():
     records = mirrored_test_records()
     table = {("dog-lover", r["eval_chosen"]): 1.0 for r in records[:4]}  # right on some, ties elsewhere
     result = pairwise_accuracy(LookupMethod(table), records)
-    naive = [
-        table.get((r["user_id"], r["eval_chosen"]), 0.0) > table.get((r["user_id"], r["eval_rejected"]), 0.0)
+    scores = [
+        (table.get((r["user_id"], r["eval_chosen"]), 0.0), table.get((r["user_id"], r["eval_rejected"]), 0.0))
         for r in records
     ]
+    naive = [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in scores]
+    assert result["outcomes"] == naive
     assert result["accuracy"] == pytest.approx(sum(naive) / len(naive))
     contested = [ok for ok, r in zip(naive, records, strict=True) if r["contested"]]
     assert result["contested_accuracy"] == pytest.approx(sum(contested) / len(contested))
     assert result["num_pairs"] == len(records) and result["num_contested"] == len(contested)
 
 
-def test_ties_count_as_wrong_and_a_perfect_model_scores_one():
+def test_ties_count_as_half_and_a_perfect_model_scores_one():
     records = mirrored_test_records()
-    assert pairwise_accuracy(LookupMethod({}), records)["accuracy"] == 0.0
+    assert pairwise_accuracy(LookupMethod({}), records)["accuracy"] == 0.5
     perfect = {(r["user_id"], r["eval_chosen"]): 1.0 for r in records}
     assert pairwise_accuracy(LookupMethod(perfect), records)["accuracy"] == 1.0
 
@@ -95,3 +100,35 @@ def test_run_benchmark_writes_one_json_artifact_at_smoke(tmp_path):
     assert table.loc["BTL", "Pets reported"] == 44.15
     again = run_benchmark(config, tmp_path)  # every run is read back from its result.json, not retrained
     assert again["num_cached_runs"] == 3 * len(config.seeds) and again["aggregate"] == results["aggregate"]
+
+
+def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_pairs():
+    rng = random.Random(0)
+    small = [[float(rng.random() < 0.7) for _ in range(50)] for _ in range(3)]
+    large = [[float(rng.random() < 0.7) for _ in range(2000)] for _ in range(3)]
+    for table in (small, large):
+        low, high = bootstrap_interval(table)
+        assert low < statistics.fmean(x for row in table for x in row) < high
+    assert (
+        bootstrap_interval(large)[1] - bootstrap_interval(large)[0]
+        < bootstrap_interval(small)[1] - bootstrap_interval(small)[0]
+    )
+    assert bootstrap_interval([[1.0] * 10] * 3) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="seeds, pairs"):
+        bootstrap_interval([])
+
+
+def test_table_rows_follow_the_results_format_and_bad_rows_are_refused(tmp_path):
+    per_seed = [{"test": pairwise_accuracy(LookupMethod({}), mirrored_test_records())} for _ in range(2)]
+    results = {"config": {"seeds": [0, 1]}, "aggregate": {"pets-ood": {"btl": aggregate_over_seeds(per_seed)}}}
+    rows = table_rows(results)
+    assert {row["subset"] for row in rows} == {"all", "contested", "agreed"}
+    contested = next(row for row in rows if row["subset"] == "contested")
+    assert contested["reported"] == pytest.approx(0.4415) and contested["mean"] == 0.5
+    assert all(row["reported"] is None for row in rows if row["subset"] != "contested")
+    path = write_table(tmp_path / "table.json", rows)
+    assert read_json(path) == rows
+    with pytest.raises(ValueError, match="row 0"):
+        write_table(tmp_path / "bad.json", [{**rows[0], "ci_low": 0.9}])
+    with pytest.raises(ValueError, match="row 0 has keys"):
+        write_table(tmp_path / "bad.json", [{"dataset": "pets"}])

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from plus.reward_model import RewardModelConfig, SummaryRewardModel, build_reward_input
+from plus.reward_model import FrozenFeatureCache, RewardModelConfig, SummaryRewardModel, build_reward_input
 
 BACKBONES = ["tiny-chat-lm", "tiny-encoder"]
 
@@ -50,6 +50,35 @@ def test_summary_precedes_prompt_in_the_first_user_turn():
     user_turn = text.split("<|im_start|>assistant")[0]
     assert user_turn.index("SUMMARY") < user_turn.index("PROMPT")
     assert "RESPONSE" in text.split("<|im_start|>assistant")[1]
+
+
+def test_frozen_cache_gives_the_same_rewards_and_trains_only_the_top():
+    torch.manual_seed(0)
+    model = SummaryRewardModel(RewardModelConfig(backbone="tiny-encoder", num_trainable_layers=1)).eval()
+    summaries, prompts = ["likes dogs", None, "a much longer summary of this user"], ["p1", "p2 is longer", "p3"]
+    responses = ["short", "a longer response here", "mid one"]
+    plain = model.score(summaries, prompts, responses).detach()
+    cache = FrozenFeatureCache()
+    model.use_frozen_cache(cache)
+    first = model.score(summaries, prompts, responses).detach()
+    again = model.score(summaries[::-1], prompts[::-1], responses[::-1]).detach().flip(0)  # other padding
+    torch.testing.assert_close(first, plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(again, plain, atol=1e-5, rtol=1e-5)
+    assert (len(cache), cache.misses, cache.hits) == (3, 3, 3)
+    model.train()
+    model.score(summaries, prompts, responses).sum().backward()
+    blocks = model.backbone.encoder.layer
+    assert all(p.grad is not None for p in blocks[-1].parameters())
+    assert all(p.grad is None for p in blocks[0].parameters())
+    # Another model on the same backbone and depth shares it; a different depth or a decoder is refused.
+    SummaryRewardModel(RewardModelConfig(backbone="tiny-encoder", num_trainable_layers=1)).use_frozen_cache(cache)
+    with pytest.raises(ValueError, match="holds states of"):
+        SummaryRewardModel(RewardModelConfig(backbone="tiny-encoder", num_trainable_layers=0)).use_frozen_cache(cache)
+    with pytest.raises(ValueError, match="needs frozen blocks"):
+        SummaryRewardModel(RewardModelConfig(backbone="tiny-encoder")).use_frozen_cache(FrozenFeatureCache())
+    with pytest.raises(ValueError, match="BERT-family"):
+        decoder = SummaryRewardModel(RewardModelConfig(backbone="tiny-chat-lm", num_trainable_layers=1))
+        decoder.use_frozen_cache(FrozenFeatureCache())
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
