@@ -66,8 +66,10 @@ def test_btl_ignores_the_user_and_conditioned_methods_do_not(embedder):
         model.prepare([dog_fan, cat_fan])
         with torch.no_grad():
             rewards = model.rewards([dog_fan, cat_fan], [PROMPT] * 2, ["Dogs."] * 2)
+        # The same input at another batch position may differ in the last bits (padding, kernels): compare within
+        # a tolerance, both ways.
         if method in ("btl", "dpl"):
-            assert torch.equal(rewards[0], rewards[1]), method
+            assert torch.isclose(rewards[0], rewards[1]), method
         else:
             assert not torch.isclose(rewards[0], rewards[1]), method
 
