@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +70,7 @@ class BaselineConfig:
     embedding_model: str = "all-minilm-l6-v2"
     """Frozen sentence encoder whose mean-pooled, L2-normalised embeddings vpl and pal read."""
     embedding_max_length: int = 128
-    """Token cap of one embedded text (prompt and response)."""
+    """Token cap of one embedded text (prompt and response); cuts are counted in `TextEmbedder.truncation_counts`."""
     hidden_dim: int = 256
     """Width of the vpl/pal MLPs."""
     latent_dim: int = 32
@@ -285,6 +286,10 @@ class DPL(ConditionedRewardMethod):
 class TextEmbedder:
     """Frozen sentence embeddings (mean-pooled, L2-normalised), computed once per distinct text and cached.
 
+    A text longer than ``max_length`` tokens is cut to its first ``max_length`` (a long prompt can leave nothing
+    of the response, so a chosen and a rejected response embed alike): the cuts are counted in
+    `truncation_counts` and the first one is logged as a warning.
+
     Not an `nn.Module` on purpose: methods that hold one do not save or train its weights."""
 
     def __init__(
@@ -297,6 +302,9 @@ class TextEmbedder:
         self.model.eval()
         self.model.requires_grad_(False)
         self.cache: dict[str, torch.Tensor] = {}
+        self.truncation_counts: Counter[str] = Counter()
+        """``texts`` embedded so far (distinct ones: a cached text is not embedded again) and how many were
+        ``truncated``."""
 
     @property
     def dim(self) -> int:
@@ -309,6 +317,7 @@ class TextEmbedder:
         device = next(self.model.parameters()).device
         for start in range(0, len(missing), self.batch_size):
             chunk = missing[start : start + self.batch_size]
+            self._count_truncations(chunk)
             batch = self.tokenizer(
                 chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
             ).to(device)
@@ -318,6 +327,19 @@ class TextEmbedder:
             for text, vector in zip(chunk, pooled.float().cpu(), strict=True):
                 self.cache[text] = vector
         return torch.stack([self.cache[t] for t in texts]) if texts else torch.zeros(0, self.dim)
+
+    def _count_truncations(self, texts: list[str]) -> None:
+        lengths = [len(ids) for ids in self.tokenizer(texts, verbose=False)["input_ids"]]
+        already_cut = self.truncation_counts["truncated"]
+        self.truncation_counts["texts"] += len(texts)
+        self.truncation_counts["truncated"] += sum(length > self.max_length for length in lengths)
+        if self.truncation_counts["truncated"] and not already_cut:
+            logger.warning(
+                "A text was truncated to the embedder's max_length=%d tokens (raise embedding_max_length; the "
+                "encoder takes %s positions); further cuts are only counted in truncation_counts['truncated']",
+                self.max_length,
+                getattr(self.model.config, "max_position_embeddings", "?"),
+            )
 
 
 def pair_text(prompt: str, response: str) -> str:
