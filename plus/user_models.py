@@ -128,7 +128,7 @@ def vpl_loss(
 
 class PalNetwork(nn.Module):
     """PAL-B's K prototype projections g_k of the prompt, response projection f and scale (users' logits are
-    kept by the adapters: the text baseline learns a row per training user, the protocol one per population)."""
+    kept by the adapters: both learn one row per training user, see `initial_user_logits`)."""
 
     def __init__(self, input_dim: int, hidden_dim: int, num_prototypes: int = PAL_NUM_PROTOTYPES) -> None:
         super().__init__()
