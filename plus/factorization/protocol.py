@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from plus.evaluation import pair_credit
 from plus.factorization.core import (
     PrefConfig,
     PrefModel,
@@ -354,10 +355,12 @@ class VplNewUser:
 
 def pair_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """ROC-AUC and accuracy of score = r(first) - r(second) against labels (1 first preferred, 0 second); ties in
-    the labels are dropped; a zero score counts as half right. AUC is NaN when only one class is present."""
+    the labels are dropped; a zero score counts as half right (`plus.evaluation.pair_credit`, the package's one
+    tie rule). AUC is NaN when only one class is present."""
     keep = labels != 0.5
     scores, labels = scores[keep], labels[keep]
-    correct = ((scores > 0) == (labels > 0.5)).float() * (scores != 0).float() + 0.5 * (scores == 0).float()
+    margins = torch.where(labels > 0.5, scores, -scores)  # r(preferred) - r(other)
+    correct = pair_credit(margins, torch.zeros_like(margins))
     auc = float("nan")
     if 0 < labels.sum() < len(labels):
         auc = float(roc_auc_score(labels.numpy(), scores.double().numpy()))
