@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,14 @@ from torch import nn
 from plus.losses import bradley_terry_loss, dpl_loss
 from plus.models import load_backbone
 from plus.reward_model import RewardModelConfig, SummaryRewardModel, load_weights, read_config, save_module
+from plus.user_models import (
+    PAL_NUM_PROTOTYPES,
+    PalNetwork,
+    VplNetwork,
+    fit_mixture_logits,
+    initial_user_logits,
+    vpl_loss,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +70,7 @@ class BaselineConfig:
     embedding_model: str = "all-minilm-l6-v2"
     """Frozen sentence encoder whose mean-pooled, L2-normalised embeddings vpl and pal read."""
     embedding_max_length: int = 128
-    """Token cap of one embedded text (prompt and response)."""
+    """Token cap of one embedded text (prompt and response); cuts are counted in `TextEmbedder.truncation_counts`."""
     hidden_dim: int = 256
     """Width of the vpl/pal MLPs."""
     latent_dim: int = 32
@@ -70,9 +79,7 @@ class BaselineConfig:
     """vpl: final weight of KL(q(z|context) || N(0, I)) (the VPL paper: 1e-4 Pets, 0 UF-P-2, 3e-6 UF-P-4)."""
     kl_anneal_fraction: float = 0.5
     """vpl: the KL weight rises linearly from 0 to `kl_weight` over this fraction of training."""
-    logvar_clamp: float = 6.0
-    """vpl: log-variances are clamped to [-c, c]."""
-    num_prototypes: int = 4
+    num_prototypes: int = PAL_NUM_PROTOTYPES
     """pal: K, the number of prototype ideal points a user mixes."""
     adapt_steps: int = 100
     """pal: Adam steps that fit a new user's mixture weights (everything else frozen)."""
@@ -279,6 +286,10 @@ class DPL(ConditionedRewardMethod):
 class TextEmbedder:
     """Frozen sentence embeddings (mean-pooled, L2-normalised), computed once per distinct text and cached.
 
+    A text longer than ``max_length`` tokens is cut to its first ``max_length`` (a long prompt can leave nothing
+    of the response, so a chosen and a rejected response embed alike): the cuts are counted in
+    `truncation_counts` and the first one is logged as a warning.
+
     Not an `nn.Module` on purpose: methods that hold one do not save or train its weights."""
 
     def __init__(
@@ -291,6 +302,9 @@ class TextEmbedder:
         self.model.eval()
         self.model.requires_grad_(False)
         self.cache: dict[str, torch.Tensor] = {}
+        self.truncation_counts: Counter[str] = Counter()
+        """``texts`` embedded so far (distinct ones: a cached text is not embedded again) and how many were
+        ``truncated``."""
 
     @property
     def dim(self) -> int:
@@ -303,6 +317,7 @@ class TextEmbedder:
         device = next(self.model.parameters()).device
         for start in range(0, len(missing), self.batch_size):
             chunk = missing[start : start + self.batch_size]
+            self._count_truncations(chunk)
             batch = self.tokenizer(
                 chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
             ).to(device)
@@ -312,6 +327,19 @@ class TextEmbedder:
             for text, vector in zip(chunk, pooled.float().cpu(), strict=True):
                 self.cache[text] = vector
         return torch.stack([self.cache[t] for t in texts]) if texts else torch.zeros(0, self.dim)
+
+    def _count_truncations(self, texts: list[str]) -> None:
+        lengths = [len(ids) for ids in self.tokenizer(texts, verbose=False)["input_ids"]]
+        already_cut = self.truncation_counts["truncated"]
+        self.truncation_counts["texts"] += len(texts)
+        self.truncation_counts["truncated"] += sum(length > self.max_length for length in lengths)
+        if self.truncation_counts["truncated"] and not already_cut:
+            logger.warning(
+                "A text was truncated to the embedder's max_length=%d tokens (raise embedding_max_length; the "
+                "encoder takes %s positions); further cuts are only counted in truncation_counts['truncated']",
+                self.max_length,
+                getattr(self.model.config, "max_position_embeddings", "?"),
+            )
 
 
 def pair_text(prompt: str, response: str) -> str:
@@ -327,12 +355,6 @@ def _context_pairs(record: dict, index: int) -> list[dict]:
             "PAL need a labelled context"
         )
     return pairs
-
-
-def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, outputs)
-    )
 
 
 class EmbeddingRewardMethod(RewardMethod):
@@ -366,91 +388,62 @@ class EmbeddingRewardMethod(RewardMethod):
 
 
 class VPL(EmbeddingRewardMethod):
-    """Variational preference learning (Poddar et al. 2024) on frozen embeddings.
-
-    Encoder: each context pair [e(x, y_c); e(x, y_r)] -> MLP -> one self-attention layer over the pairs ->
-    masked mean -> (mu, log var), log var clamped. z ~ q(z | context) in training, z = mu at evaluation.
-    Reward: MLP([e(x, y); z]). Loss: BT + w(t) KL(q || N(0, I)), w rising linearly to `kl_weight`."""
+    """Variational preference learning (Poddar et al. 2024) on frozen embeddings: a `plus.user_models.VplNetwork`
+    whose context is the record's ``context_pairs``. z ~ q(z | context) in training, z = mu at evaluation.
+    Loss: `plus.user_models.vpl_loss`, BT + w(t) KL(q || N(0, I)), w rising linearly to `kl_weight`."""
 
     name = "vpl"
 
     def __init__(self, config: BaselineConfig, embedder: TextEmbedder | None = None) -> None:
         super().__init__(config, embedder)
-        e, h, d = self.embedder.dim, config.hidden_dim, config.latent_dim
-        self.pair_encoder = _mlp(2 * e, h, h)
-        self.attention = nn.MultiheadAttention(h, num_heads=4, batch_first=True)
-        self.to_posterior = nn.Linear(h, 2 * d)
-        self.decoder = _mlp(e + d, h, 1)
+        self.network = VplNetwork(self.embedder.dim, config.hidden_dim, config.latent_dim)
 
     def posterior(self, records: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor]:
         """mu and log var of q(z | context), each (B, D)."""
-        chosen, rejected, mask = self.context_tensors(records)
-        pairs = self.pair_encoder(torch.cat([chosen, rejected], dim=-1))  # (B, N, H)
-        attended, _ = self.attention(pairs, pairs, pairs, key_padding_mask=~mask)  # (B, N, H)
-        weights = mask.unsqueeze(-1).float()  # (B, N, 1)
-        pooled = (attended * weights).sum(1) / weights.sum(1)  # (B, H)
-        mu, logvar = self.to_posterior(pooled).chunk(2, dim=-1)  # (B, D) each
-        c = self.config.logvar_clamp
-        return mu, logvar.clamp(-c, c)
-
-    def latent(self, records: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-        """z (B, D) (a sample in training, the mean in eval) and the per-record KL (B,)."""
-        mu, logvar = self.posterior(records)
-        kl = 0.5 * (mu.square() + logvar.exp() - 1 - logvar).sum(-1)  # (B,)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
-        return z, kl
-
-    def decode(self, z: torch.Tensor, prompts: list[str], responses: list[str]) -> torch.Tensor:
-        features = self.embed_pairs(prompts, responses)  # (B, E)
-        return self.decoder(torch.cat([features, z], dim=-1)).squeeze(-1)  # (B,)
+        return self.network.encode(*self.context_tensors(records))
 
     def rewards(self, records: Sequence[dict], prompts: list[str], responses: list[str]) -> torch.Tensor:
-        z, _ = self.latent(records)
-        return self.decode(z, prompts, responses)
+        z = self.network.latent(*self.posterior(records))  # (B, D)
+        return self.network.reward(self.embed_pairs(prompts, responses), z)
 
     def loss(self, records: Sequence[dict], progress: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
         prompts, chosen, rejected = _pair(records, "train")
-        z, kl = self.latent(records)  # one z per record, shared by its chosen and rejected response
-        r = self.decode(torch.cat([z, z]), prompts * 2, chosen + rejected)  # (2B,)
+        mu, logvar = self.posterior(records)
+        z = self.network.latent(mu, logvar)  # one z per record, shared by its chosen and rejected response
+        r = self.network.reward(self.embed_pairs(prompts * 2, chosen + rejected), torch.cat([z, z]))  # (2B,)
         b = len(records)
-        bt = bradley_terry_loss(r[:b], r[b:])
         weight = self.config.kl_weight * min(1.0, progress / self.config.kl_anneal_fraction)
-        loss = bt + weight * kl.mean()
+        loss, bt, kl = vpl_loss(r[:b], r[b:], mu, logvar, weight)
         return loss, {
             "losses/bt": bt.item(),
-            "losses/kl": kl.mean().item(),
+            "losses/kl": kl.item(),
             "train/kl_weight": weight,
             "train/accuracy": (r[:b] > r[b:]).float().mean().item(),
         }
 
 
 class PAL(EmbeddingRewardMethod):
-    """PAL-B (Chen et al. 2024) on frozen embeddings.
-
-    K prototype ideal points p_k(x) = P_k e(x) depend on the prompt; user u's ideal point is
-    a_u(x) = sum_k softmax(w_u)_k p_k(x); the response projection is f(e(x, y)) (an MLP); the reward is
-    exp(s) * cosine(a_u(x), f(e(x, y))) with a learned log scale s. Training learns everything, including
-    w_u of each training user. A user not seen in training gets w_u fitted on its record's context pairs
-    (BT loss, everything else frozen) by `adapt`: PAL's few-shot protocol, one record's context at a time."""
+    """PAL-B (Chen et al. 2024) on frozen embeddings: a `plus.user_models.PalNetwork` reading the prompt's
+    embedding e(x) and the (prompt, response) embedding e(x, y), and one row of mixture logits w_u per training
+    user. Training learns everything, including w_u. A user not seen in training gets w_u fitted on its record's
+    context pairs (everything else frozen, `plus.user_models.fit_mixture_logits`) by `adapt`: PAL's few-shot
+    protocol, one record's context at a time."""
 
     name = "pal"
 
     def __init__(self, config: BaselineConfig, embedder: TextEmbedder | None = None) -> None:
         super().__init__(config, embedder)
-        e, h, k = self.embedder.dim, config.hidden_dim, config.num_prototypes
-        self.prototypes = nn.Linear(e, k * h)
-        self.response_projection = _mlp(e, h, h)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(5.0)))
+        self.network = PalNetwork(self.embedder.dim, config.hidden_dim, config.num_prototypes)
         self.user_ids: list[str] = []
-        self.user_weights = nn.Parameter(torch.zeros(0, k))
+        self.user_weights = nn.Parameter(torch.zeros(0, config.num_prototypes))
         self.adapted: dict[tuple[str, str], torch.Tensor] = {}  # (user, context) -> fitted weights (K,) of a new user
 
     def prepare(self, records: Sequence[dict]) -> None:
         self.user_ids = sorted({record["user_id"] for record in records})
-        # Small random weights break the symmetry between prototypes; the generator keeps the global RNG intact.
+        # The generator keeps the global RNG intact.
         generator = torch.Generator().manual_seed(len(self.user_ids))
-        init = 0.1 * torch.randn(len(self.user_ids), self.config.num_prototypes, generator=generator)
-        self.user_weights = nn.Parameter(init.to(self.log_scale.device))
+        init = initial_user_logits(len(self.user_ids), self.config.num_prototypes, generator)
+        self.user_weights = nn.Parameter(init.to(self.device))
 
     def extra_state(self) -> dict:
         return {"user_ids": self.user_ids}
@@ -459,21 +452,13 @@ class PAL(EmbeddingRewardMethod):
         self.user_ids = list(state["user_ids"])
         self.user_weights = nn.Parameter(torch.zeros(len(self.user_ids), self.config.num_prototypes))
 
-    def features(self, prompts: list[str], responses: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The prompt's K prototype ideal points (B, K, H) and the response projection (B, H)."""
-        prompt_embeddings = self.embedder.embed(prompts).to(self.device)  # (B, E)
-        prototypes = self.prototypes(prompt_embeddings).view(len(prompts), self.config.num_prototypes, -1)
-        projected = self.response_projection(self.embed_pairs(prompts, responses))  # (B, H)
-        return prototypes, projected
-
-    def score_features(self, weights: torch.Tensor, prototypes: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
-        """(B,) rewards from mixture logits ``weights`` (B, K) and `features`."""
-        ideal = (weights.softmax(-1).unsqueeze(-1) * prototypes).sum(1)  # (B, H)
-        return self.log_scale.exp() * F.cosine_similarity(ideal, projected, dim=-1)  # (B,)
+    def inputs(self, prompts: list[str], responses: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network's inputs: embeddings of (prompt, response) (B, E) and of the prompt alone (B, E)."""
+        return self.embed_pairs(prompts, responses), self.embedder.embed(prompts).to(self.device)
 
     def score_with_weights(self, weights: torch.Tensor, prompts: list[str], responses: list[str]) -> torch.Tensor:
         """(B,) rewards for per-example mixture logits ``weights`` (B, K)."""
-        return self.score_features(weights, *self.features(prompts, responses))
+        return self.network.reward(weights, *self.inputs(prompts, responses))
 
     def weights_for(self, records: Sequence[dict]) -> torch.Tensor:
         """(B, K) mixture logits: a training user's learned row, or a new user's fitted weights."""
@@ -502,46 +487,15 @@ class PAL(EmbeddingRewardMethod):
         if not new:
             return
         contexts = [_context_pairs(record, i) for i, record in enumerate(new)]
-        owner = [i for i, pairs in enumerate(contexts) for _ in pairs]
+        owner = torch.tensor([i for i, pairs in enumerate(contexts) for _ in pairs], device=self.device)
         prompts = [p["prompt"] for pairs in contexts for p in pairs]
-        chosen = [p["chosen"] for pairs in contexts for p in pairs]
-        rejected = [p["rejected"] for pairs in contexts for p in pairs]
-        weights = torch.zeros(len(new), self.config.num_prototypes, device=self.device, requires_grad=True)
-        optimizer = torch.optim.Adam([weights], lr=self.config.adapt_learning_rate)
-        owner_index = torch.tensor(owner, device=self.device)
-        was_training = self.training
-        self.eval()
-        # Everything but the weights is frozen, so the features are computed once, without gradients.
-        with torch.no_grad():
-            prototypes, projected = self.features(prompts * 2, chosen + rejected)  # (2P, K, H), (2P, H)
-        frozen = [p for p in self.parameters() if p.requires_grad]
-        for p in frozen:
-            p.requires_grad_(False)
-        try:
-            for _ in range(self.config.adapt_steps):
-                with torch.enable_grad():  # evaluation calls adapt under no_grad
-                    loss = self._adapt_loss(weights, owner_index, prototypes, projected)
-                    optimizer.zero_grad()
-                    loss.backward()
-                optimizer.step()
-        finally:
-            for p in frozen:
-                p.requires_grad_(True)
-            self.train(was_training)
-        for record, row in zip(new, weights.detach(), strict=True):
+        chosen = self.inputs(prompts, [p["chosen"] for pairs in contexts for p in pairs])
+        rejected = self.inputs(prompts, [p["rejected"] for pairs in contexts for p in pairs])
+        weights = fit_mixture_logits(
+            self.network, chosen, rejected, owner, len(new), self.config.adapt_steps, self.config.adapt_learning_rate
+        )
+        for record, row in zip(new, weights, strict=True):
             self.adapted[(record["user_id"], record["context"])] = row
-
-    def _adapt_loss(
-        self, weights: torch.Tensor, owner_index: torch.Tensor, prototypes: torch.Tensor, projected: torch.Tensor
-    ) -> torch.Tensor:
-        """Sum over new records of each record's mean BT loss on its context pairs; ``weights`` (R, K)."""
-        num_pairs = len(owner_index)
-        rows = weights[owner_index]  # (P, K)
-        r = self.score_features(torch.cat([rows, rows]), prototypes, projected)  # (2P,)
-        losses = F.softplus(r[num_pairs:] - r[:num_pairs])  # (P,)
-        # Each record's mean loss, summed: every record's weights get the same step size.
-        counts = torch.bincount(owner_index, minlength=weights.shape[0]).float()  # (R,)
-        return (losses / counts[owner_index]).sum()
 
 
 # --------------------------------------------------------------------------------------------------------------

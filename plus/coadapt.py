@@ -60,7 +60,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from plus.artifacts import MetricsWriter, write_json
 from plus.losses import (
@@ -79,6 +79,7 @@ from plus.losses import (
 from plus.models import load_causal_lm
 from plus.prefix import frozen_depth, summary_logits
 from plus.reward_model import RewardModelConfig, SummaryRewardModel
+from plus.schedules import cosine_schedule
 from plus.summarizer import generate_summaries, response_logits, token_logprobs
 from plus.train import seed_everything
 
@@ -167,7 +168,7 @@ class CoadaptConfig:
     weight_decay: float = 0.0
     """AdamW weight decay (all three optimizers)."""
     warmup_ratio: float = 0.03
-    """Share of the optimizer steps with a linear warmup before the cosine decay."""
+    """Share of the optimizer steps with a linear warmup before the cosine decay (`plus.schedules`)."""
     max_grad_norm: float = 1.0
     """Gradient-norm clip, per model."""
     separate_critic: bool = True
@@ -946,7 +947,7 @@ def train_plus(
     schedulers = {}
     for name, optimizer in optimizers.items():
         total = num_steps * updates_per_step * (config.ppo_epochs if name != "reward_model" else config.reward_epochs)
-        schedulers[name] = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total), total)
+        schedulers[name] = cosine_schedule(optimizer, total, math.ceil(config.warmup_ratio * total))
 
     names = list(modules)
     objects = [modules[n] for n in names] + [optimizers[n] for n in names]

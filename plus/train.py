@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from plus.artifacts import MetricsWriter
 from plus.baselines import RewardMethod, save_method
+from plus.schedules import cosine_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ class TrainConfig:
     batch_size: int = 128
     """Records (preference pairs) per optimisation step."""
     warmup_ratio: float = 0.03
-    """Fraction of the steps over which the learning rate rises linearly from 0; then cosine decay to 0."""
+    """Fraction of the steps over which the learning rate rises linearly to its peak; then cosine decay to 0
+    (`plus.schedules.cosine_with_warmup`)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     beta1: float = 0.9
@@ -87,15 +89,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def cosine_with_warmup(step: int, num_steps: int, num_warmup: int) -> float:
-    """Learning-rate multiplier at ``step`` (0-based): linear warmup over ``num_warmup`` steps to 1, then cosine
-    decay to 0 at ``num_steps``."""
-    if step < num_warmup:
-        return (step + 1) / num_warmup
-    progress = (step - num_warmup) / max(1, num_steps - num_warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 def train_reward_model(
     method: RewardMethod,
     records: Sequence[dict],
@@ -134,9 +127,7 @@ def train_reward_model(
     steps_per_epoch = math.ceil(len(records) / config.batch_size)
     num_steps = steps_per_epoch * config.num_epochs
     num_warmup = math.ceil(config.warmup_ratio * num_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: cosine_with_warmup(step, num_steps, num_warmup)
-    )
+    scheduler = cosine_schedule(optimizer, num_steps, num_warmup)
     writer = MetricsWriter(Path(output_dir) / "metrics.jsonl") if output_dir is not None else None
     if writer is not None and writer.path.exists():
         writer.path.unlink()  # a re-run replaces, never appends to, an earlier run's metrics

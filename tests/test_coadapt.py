@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import plus.coadapt
 from plus.coadapt import CoadaptConfig, RolloutBatch, evaluate_plus, train_plus
 from plus.models import load_causal_lm
 from plus.reward_model import RewardModelConfig
+from plus.schedules import cosine_schedule, cosine_with_warmup
 
 
 class ByteRewardModel(nn.Module):
@@ -163,6 +165,25 @@ def test_ppo_loss_is_finite_and_both_models_change(tmp_path):
     assert (tmp_path / "final" / "actor.safetensors").exists()
     rollouts = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
     assert len(rollouts) == 8 and {"step", "user_id", "summary", "status", "reward"} <= set(rollouts[0])
+
+
+def test_coadapt_uses_the_one_cosine_schedule(tmp_path, monkeypatch):
+    """Every optimizer gets `plus.schedules.cosine_schedule`, and the logged learning rate follows it."""
+    built = []
+
+    def spy(optimizer, num_steps, num_warmup):
+        built.append((cosine_schedule(optimizer, num_steps, num_warmup), num_steps, num_warmup))
+        return built[-1][0]
+
+    monkeypatch.setattr(plus.coadapt, "cosine_schedule", spy)
+    config = _config(train_summarizer=False, warmup_ratio=0.5)
+    train_plus(config, _records(4), tmp_path, reward_model=ByteRewardModel())
+    assert len(built) == 1  # the reward model's optimizer, the only one of a frozen summarizer
+    scheduler, num_steps, num_warmup = built[0]
+    assert num_warmup == math.ceil(0.5 * num_steps) and scheduler.last_epoch > 0
+    row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    expected = config.reward_lr * cosine_with_warmup(scheduler.last_epoch, num_steps, num_warmup)
+    assert row["lr/reward_model"] == pytest.approx(expected)
 
 
 def test_frozen_summarizer_switch_freezes_exactly_the_summarizer(tmp_path):

@@ -146,8 +146,11 @@ def test_response_logprobs_match_the_sampling_distribution(tiny):
         model, out.query_ids, out.query_mask, out.response_ids, out.response_mask, output_hidden_states=True
     )
     assert logits.shape[:2] == out.response_ids.shape and hidden.shape[:2] == out.response_ids.shape
-    # Greedy decoding picks the arg-max at every step, so the teacher-forced arg-max must reproduce it.
+    # Greedy decoding picks the arg-max at every step, so the teacher-forced arg-max must reproduce it, except at
+    # near ties: the cached step-by-step decode and the one full forward differ in the last bits.
     mask = out.response_mask.bool()
-    assert torch.equal(logits.argmax(-1)[mask], out.response_ids[mask])
+    top2 = logits.topk(2, dim=-1).values
+    clear = (top2[..., 0] - top2[..., 1] > 1e-3) & mask
+    assert clear.any() and torch.equal(logits.argmax(-1)[clear], out.response_ids[clear])
     logprobs = token_logprobs(logits, out.response_ids)  # (B, S)
     assert torch.all(logprobs[mask] <= 0) and torch.isfinite(logprobs).all()

@@ -10,7 +10,7 @@ from toy_users import mirrored_test_records, toy_records
 from plus.artifacts import read_metrics
 from plus.baselines import METHOD_NAMES, BaselineConfig, TextEmbedder, build_method, load_method
 from plus.reward_model import RewardModelConfig
-from plus.train import TrainConfig, cosine_with_warmup, seed_everything, train_reward_model
+from plus.train import TrainConfig, seed_everything, train_reward_model
 
 CONFIG = TrainConfig(batch_size=4, learning_rate=1e-3, head_learning_rate=1e-3, warmup_ratio=0.3, progress_bar=False)
 
@@ -29,14 +29,6 @@ def fresh(method: str, embedder: TextEmbedder, seed: int = 0):
     )
     summaries = {r["context"]: f"summary {i}" for i, r in enumerate(toy_records(16, 0) + mirrored_test_records())}
     return build_method(config, embedder=embedder, summaries=summaries)
-
-
-def test_cosine_schedule_warms_up_then_decays_to_zero():
-    values = [cosine_with_warmup(step, 20, 4) for step in range(20)]
-    assert values[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
-    assert all(a >= b for a, b in zip(values[4:], values[5:], strict=False))  # non-increasing after warmup
-    assert cosine_with_warmup(20, 20, 4) == pytest.approx(0.0)
-    assert cosine_with_warmup(12, 20, 4) == pytest.approx(0.5)  # half way through the decay
 
 
 def test_training_changes_parameters_and_writes_metrics(embedder, tmp_path):

@@ -5,13 +5,13 @@ Methods are objects with one small interface (`NewUserMethod`): ``fit`` on the t
 (a reward for every response in the bank, given a new user's answers) and, for active methods, ``next_question``.
 Here: a single BT model, a BT model per user, PReF with active and with random questions, and new-user forms of
 PAL-B (only the mixture weights over K prototypes are learned) and VPL (an encoder over the answered pairs gives a
-latent z; reward = MLP([features; z])), all on the same frozen response features.
+latent z; reward = MLP([features; z])), all on the same frozen response features. The PAL-B and VPL networks are
+those of the text baselines (`plus.user_models`); only the training and new-user fitting are specific to here.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,6 +33,14 @@ from plus.factorization.core import (
     win_rate,
 )
 from plus.losses import bradley_terry_loss
+from plus.user_models import (
+    PAL_NUM_PROTOTYPES,
+    PalNetwork,
+    VplNetwork,
+    fit_mixture_logits,
+    initial_user_logits,
+    vpl_loss,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -228,49 +236,33 @@ class PrefNewUser:
         return select_question(candidate_diffs, answered_diffs, lam, self.config.prior_precision)
 
 
-class _PalModel(nn.Module):
-    """PAL-B: user ideal point = softmax(w_u)-mix of K prompt-conditioned prototypes; reward = scale * cosine
-    (ideal point, response projection)."""
-
-    def __init__(self, input_dim: int, num_users: int, num_prototypes: int, dim: int) -> None:
-        super().__init__()
-        self.num_prototypes, self.dim = num_prototypes, dim
-        self.prototypes = nn.Linear(input_dim, num_prototypes * dim)  # e(x) -> K points
-        self.response = nn.Sequential(nn.Linear(input_dim, dim), nn.GELU(), nn.Linear(dim, dim))
-        self.user_logits = nn.Parameter(torch.zeros(num_users, num_prototypes))  # (U, K)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
-
-    def reward(self, features: torch.Tensor, prompt_features: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
-        """features, prompt_features (N, H); mix (N, K) mixture weights -> rewards (N,)."""
-        points = self.prototypes(prompt_features).view(-1, self.num_prototypes, self.dim)  # (N, K, D)
-        ideal = (mix[:, :, None] * points).sum(1)  # (N, D)
-        return self.log_scale.exp() * F.cosine_similarity(ideal, self.response(features), dim=-1)
-
-
 @dataclass
 class PalNewUser:
-    """PAL-B new-user form: prototypes and projections fitted on the training users; a new user gets only its K
-    mixture logits, fitted by Adam on its answers (zero logits, i.e. the uniform mix, with none)."""
+    """PAL-B new-user form (`plus.user_models.PalNetwork`): prototypes, projections and one row of mixture logits
+    per training user fitted on the training users; a new user gets only its K mixture logits, fitted on its answers
+    (`plus.user_models.fit_mixture_logits`; zero logits, i.e. the uniform mix, with none)."""
 
     name: str = "PAL-B"
     active: bool = False
-    num_prototypes: int = 5
+    num_prototypes: int = PAL_NUM_PROTOTYPES
     dim: int = 64
     num_epochs: int = 300
     num_user_steps: int = 50
     learning_rate: float = 3e-3
-    model: _PalModel | None = None
+    user_learning_rate: float = 0.1
+    model: PalNetwork | None = None
 
     def fit(self, bank: ResponseBank, population: TrainingPopulation, seed: int) -> None:
         torch.manual_seed(seed)
         chosen, rejected, user_idx = _population_triples(population)
-        model = _PalModel(bank.features.shape[1], population.labels.shape[1], self.num_prototypes, self.dim)
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.learning_rate)
+        model = PalNetwork(bank.features.shape[1], self.dim, self.num_prototypes)
+        user_logits = nn.Parameter(initial_user_logits(population.labels.shape[1], self.num_prototypes))  # (U, K)
+        optimizer = torch.optim.Adam([*model.parameters(), user_logits], lr=self.learning_rate)
         for _ in range(self.num_epochs):
-            mix = model.user_logits[user_idx].softmax(-1)  # (N, K)
+            logits = user_logits[user_idx]  # (N, K)
             loss = bradley_terry_loss(
-                model.reward(bank.features[chosen], bank.prompt_features[chosen], mix),
-                model.reward(bank.features[rejected], bank.prompt_features[rejected], mix),
+                model.reward(logits, bank.features[chosen], bank.prompt_features[chosen]),
+                model.reward(logits, bank.features[rejected], bank.prompt_features[rejected]),
             )
             optimizer.zero_grad()
             loss.backward()
@@ -279,62 +271,25 @@ class PalNewUser:
 
     def user_rewards(self, bank: ResponseBank, pairs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         assert self.model is not None, "fit first"
-        model = self.model
-        logits = torch.zeros(self.num_prototypes, requires_grad=True)
         chosen, rejected = _chosen_rejected(pairs, labels)
-        if len(chosen):
-            with torch.no_grad():  # prototypes and projections are frozen: compute them once
-                points_c = model.prototypes(bank.prompt_features[chosen]).view(-1, self.num_prototypes, self.dim)
-                points_r = model.prototypes(bank.prompt_features[rejected]).view(-1, self.num_prototypes, self.dim)
-                resp_c, resp_r = model.response(bank.features[chosen]), model.response(bank.features[rejected])
-                scale = model.log_scale.exp()
-            optimizer = torch.optim.Adam([logits], lr=0.1)
-            for _ in range(self.num_user_steps):
-                mix = logits.softmax(-1)[None, :, None]  # (1, K, 1)
-                r_c = scale * F.cosine_similarity((mix * points_c).sum(1), resp_c, dim=-1)
-                r_r = scale * F.cosine_similarity((mix * points_r).sum(1), resp_r, dim=-1)
-                loss = bradley_terry_loss(r_c, r_r)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+        logits = fit_mixture_logits(
+            self.model,
+            (bank.features[chosen], bank.prompt_features[chosen]),
+            (bank.features[rejected], bank.prompt_features[rejected]),
+            torch.zeros(len(chosen), dtype=torch.long),
+            1,
+            self.num_user_steps if len(chosen) else 0,
+            self.user_learning_rate,
+        )  # (1, K)
         with torch.no_grad():
-            mix = logits.softmax(-1).expand(len(bank.features), -1)  # (R, K)
-            return model.reward(bank.features, bank.prompt_features, mix)
-
-
-class _VplModel(nn.Module):
-    """VPL: each answered pair (chosen, rejected features) -> MLP -> self-attention over the pairs (with a learned
-    'no answers' token) -> mean pool -> (mu, log var); reward = MLP([features; z])."""
-
-    def __init__(self, input_dim: int, latent_dim: int, hidden: int) -> None:
-        super().__init__()
-        self.pair_mlp = nn.Sequential(nn.Linear(2 * input_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
-        self.empty = nn.Parameter(torch.zeros(1, 1, hidden))
-        self.attention = nn.MultiheadAttention(hidden, num_heads=4, batch_first=True)
-        self.posterior = nn.Linear(hidden, 2 * latent_dim)
-        self.decoder = nn.Sequential(nn.Linear(input_dim + latent_dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
-
-    def encode(
-        self, chosen: torch.Tensor, rejected: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """chosen, rejected (B, n, H) features, mask (B, n) True = a real answer -> mu, log var (B, Z)."""
-        tokens = self.pair_mlp(torch.cat([chosen, rejected], -1))  # (B, n, D)
-        tokens = torch.cat([self.empty.expand(len(tokens), -1, -1), tokens], 1)  # (B, n + 1, D)
-        keep = torch.cat([torch.ones(len(mask), 1, dtype=torch.bool), mask], 1)  # (B, n + 1)
-        attended, _ = self.attention(tokens, tokens, tokens, key_padding_mask=~keep)
-        pooled = (attended * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)  # (B, D)
-        mu, log_var = self.posterior(pooled).chunk(2, -1)
-        return mu, log_var.clamp(-6.0, 2.0)
-
-    def reward(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """features (..., H), z (..., Z) -> rewards (...)."""
-        return self.decoder(torch.cat([features, z], -1)).squeeze(-1)
+            return self.model.reward(logits.expand(len(bank.features), -1), bank.features, bank.prompt_features)
 
 
 @dataclass
 class VplNewUser:
-    """VPL new-user form: trained on the training users with contexts of 0 to ``max_context`` of their own answered
-    pairs and disjoint target pairs (BT loss + kl_weight * KL); a new user's answers are the context, z = mu."""
+    """VPL new-user form (`plus.user_models.VplNetwork`): trained on the training users with contexts of 0 to
+    ``max_context`` of their own answered pairs and disjoint target pairs (`plus.user_models.vpl_loss`, a constant
+    ``kl_weight``); a new user's answers are the context, z = mu."""
 
     name: str = "VPL"
     active: bool = False
@@ -346,7 +301,7 @@ class VplNewUser:
     num_steps: int = 800
     kl_weight: float = 1e-4
     learning_rate: float = 1e-3
-    model: _VplModel | None = None
+    model: VplNetwork | None = None
 
     def fit(self, bank: ResponseBank, population: TrainingPopulation, seed: int) -> None:
         generator = torch.Generator().manual_seed(seed)
@@ -358,7 +313,7 @@ class VplNewUser:
             raise ValueError("VPL needs training users with at least 2 non-tie answers")
         # Targets per user: num_targets, or half the answers of the user with the fewest (small populations).
         num_targets = min(self.num_targets, min(len(rows) for rows in per_user) // 2)
-        model = _VplModel(bank.features.shape[1], self.latent_dim, self.hidden)
+        model = VplNetwork(bank.features.shape[1], self.hidden, self.latent_dim)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.learning_rate)
         feats = bank.features
         for _ in range(self.num_steps):
@@ -376,14 +331,12 @@ class VplNewUser:
                 tgt_c.append(feats[chosen[targets]])
                 tgt_r.append(feats[rejected[targets]])
             mu, log_var = model.encode(torch.stack(ctx_c), torch.stack(ctx_r), torch.stack(masks))  # (B, Z)
-            z = mu + (0.5 * log_var).exp() * torch.randn(mu.shape, generator=generator)
-            z = z[:, None].expand(-1, num_targets, -1)  # (B, T, Z)
-            loss = bradley_terry_loss(
-                model.reward(torch.stack(tgt_c), z).flatten(), model.reward(torch.stack(tgt_r), z).flatten()
+            z = model.latent(mu, log_var, generator)[:, None].expand(-1, num_targets, -1)  # (B, T, Z)
+            loss, _, _ = vpl_loss(
+                model.reward(torch.stack(tgt_c), z), model.reward(torch.stack(tgt_r), z), mu, log_var, self.kl_weight
             )
-            kl = 0.5 * (mu.square() + log_var.exp() - 1 - log_var).sum(-1).mean()
             optimizer.zero_grad()
-            (loss + self.kl_weight * kl).backward()
+            loss.backward()
             optimizer.step()
         self.model = model.eval()
 
