@@ -70,16 +70,14 @@ KL_WEIGHTS: dict[str, float] = {"pets": 1e-4, "pets-ood": 1e-4, "uf-p-2-syntheti
 """VPL's KL weight per data set (the VPL paper's: 1e-4 Pets, 0 UF-P-2, 3e-6 UF-P-4)."""
 
 
-SUBSETS: dict[str, str] = {"all": "outcomes", "contested": "contested_outcomes", "agreed": "agreed_outcomes"}
-"""Table subsets (``../shared/RESULTS.md``) -> the per-pair credits `pairwise_accuracy` returns for them."""
-
-
-METRICS: dict[str, str] = {
-    "outcomes": "accuracy",
-    "contested_outcomes": "contested_accuracy",
-    "agreed_outcomes": "agreed_accuracy",
+SUBSETS: dict[str, tuple[str, str]] = {
+    "all": ("accuracy", "outcomes"),
+    "contested": ("contested_accuracy", "contested_outcomes"),
+    "agreed": ("agreed_accuracy", "agreed_outcomes"),
 }
-OUTCOMES: dict[str, str] = {metric: outcomes for outcomes, metric in METRICS.items()}
+"""Table subsets (``../shared/RESULTS.md``) -> (the `pairwise_accuracy` metric, its per-pair credits)."""
+OUTCOMES: dict[str, str] = dict(SUBSETS.values())
+"""`pairwise_accuracy` metric -> the per-pair credits behind it."""
 
 
 def pair_credit(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
@@ -189,8 +187,8 @@ def table_rows(results: dict) -> list[dict]:
     for dataset, methods in results["aggregate"].items():
         for method, splits in methods.items():
             for split, metrics in splits.items():
-                for subset, outcomes_key in SUBSETS.items():
-                    cell = metrics.get(METRICS[outcomes_key])
+                for subset, (metric, _) in SUBSETS.items():
+                    cell = metrics.get(metric)
                     if not cell or "ci_low" not in cell:
                         continue
                     column = columns.get((dataset, split)) if subset == "contested" else None
