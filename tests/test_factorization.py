@@ -8,6 +8,7 @@ import torch
 from plus.factorization import (
     PrefConfig,
     best_of_n,
+    centre_labels,
     fit_bradley_terry,
     fit_pref,
     fit_user_weights,
@@ -47,22 +48,38 @@ def test_config_defaults_are_the_papers_and_bad_values_fail():
 def test_svd_imputation_recovers_a_planted_low_rank_matrix():
     torch.manual_seed(0)
     a, b = torch.randn(80, 2), torch.randn(50, 2)
-    planted = (0.5 + 0.12 * a @ b.T).clamp(0, 1)  # (P, U) rank 3: the constant 0.5 is one more factor
+    planted = (0.24 * a @ b.T).clamp(-1, 1)  # (P, U) centred, rank 2
     missing = torch.rand(planted.shape) < 0.4
     observed = torch.where(missing, torch.full_like(planted, float("nan")), planted)
-    filled = impute_low_rank(observed, rank=3, num_rounds=100)
+    filled = impute_low_rank(observed, rank=2, num_rounds=100)
     error = (filled - planted)[missing].abs().mean()
-    baseline = (0.5 - planted)[missing].abs().mean()  # the fill value alone
+    baseline = planted[missing].abs().mean()  # the fill value (0) alone
     assert torch.equal(filled[~missing], planted[~missing]), "observed entries must not change"
     assert error < 0.1 * baseline, (error, baseline)
-    assert filled.min() >= 0 and filled.max() <= 1
+    assert filled.min() >= -1 and filled.max() <= 1
+
+
+def test_warm_start_does_not_depend_on_the_order_of_each_pair():
+    # Listing a pair's responses the other way round turns its labels p into 1 - p: the imputed centred matrix,
+    # and so the product of the SVD factors, must change sign on exactly those rows, with entries missing too.
+    torch.manual_seed(3)
+    labels = (torch.rand(60, 30) < torch.sigmoid(torch.randn(60, 2) @ torch.randn(2, 30))).float()
+    labels[torch.rand(labels.shape) < 0.6] = float("nan")
+    flipped_rows = torch.rand(60) < 0.5
+    flipped = torch.where(flipped_rows[:, None], 1 - labels, labels)
+    product = {}
+    for name, matrix in (("original", labels), ("flipped", flipped)):
+        pair_factors, user_factors = svd_factors(impute_low_rank(centre_labels(matrix), rank=5), 5)
+        product[name] = pair_factors @ user_factors.T  # (P, U)
+    sign = torch.where(flipped_rows, -1.0, 1.0)[:, None]
+    assert torch.allclose(product["flipped"], sign * product["original"], atol=1e-4)
 
 
 def test_svd_factors_reconstruct_the_centred_matrix():
     torch.manual_seed(1)
-    matrix = (0.5 + 0.1 * torch.randn(30, 3) @ torch.randn(3, 20)).clamp(0, 1)
+    matrix = centre_labels((0.5 + 0.1 * torch.randn(30, 3) @ torch.randn(3, 20)).clamp(0, 1))
     pair_factors, user_factors = svd_factors(matrix, 20)
-    assert torch.allclose(pair_factors @ user_factors.T, 2 * matrix - 1, atol=1e-5)
+    assert torch.allclose(pair_factors @ user_factors.T, matrix, atol=1e-5)
     padded_pairs, padded_users = svd_factors(matrix[:, :2], 5)  # J above the rank: zero-padded factors
     assert padded_pairs.shape == (30, 5) and padded_users.shape == (2, 5)
 

@@ -4,9 +4,18 @@ a new user's lambda by logistic regression, active question selection and best-o
 User i's reward is r_i(x, y) = lambda_i . phi(x, y), phi: (x, y) -> R^J, so
 P(y1 > y2 | x, i) = sigmoid(lambda_i . (phi(x, y1) - phi(x, y2))).
 
-Departure from the paper (Shenfeld et al. 2025): the paper's phi is the last-token state of Qwen2.5-0.5B, fully
-fine-tuned, through Linear(hidden, J). Here phi is a trainable head (`RewardBasis`: Linear(H, J), or a small MLP)
-on a frozen backbone's features, computed once per response. Everything downstream of phi is the paper's.
+Departures from the paper (Shenfeld et al. 2025) and the authors' code (PReF_code), each a choice:
+- phi: the paper's is the last-token state of Qwen2.5-0.5B, fully fine-tuned, through Linear(hidden, J); here
+  a trainable head (`RewardBasis`: Linear(H, J), or a small MLP) on a frozen backbone's features, computed once
+  per response;
+- the warm start imputes the centred matrix (2P - 1, missing entries start at 0) at rank J; the authors' code
+  imputes the uncentred one (so its result depends on the order of each pair) at rank 100 (a no-op whenever
+  pairs or users number <= 100);
+- phi and the training users' lambdas are fitted with Adam, full batch (the authors: SGD);
+- a new user's lambda is fitted by Newton's method with an L2 pull toward the training users' mean
+  (`PrefConfig.user_l2`; the authors: SGD for 5,000 epochs, no regulariser): with a handful of answers the
+  unregularised problem is often separable;
+- the first active question is chosen by the criterion at the prior (the authors: at random).
 """
 
 from __future__ import annotations
@@ -68,30 +77,39 @@ class PrefConfig:
 # SVD warm start
 
 
-def impute_low_rank(matrix: torch.Tensor, rank: int, num_rounds: int = 10, fill: float = 0.5) -> torch.Tensor:
-    """Iterative rank-``rank`` SVD imputation of a (P, U) label matrix whose missing entries are NaN.
+def centre_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Labels in [0, 1] (1: first preferred, 0.5: tie, NaN: not answered) -> 2P - 1 in [-1, 1], NaN kept.
 
-    Missing entries start at ``fill``; each round replaces them (only them) by the rank-``rank`` reconstruction,
-    clipped to [0, 1]. Observed entries are never changed."""
+    Swapping a pair's order turns a label p into 1 - p but phi(y1) - phi(y2) into its negative; only the
+    centred label turns into its negative too, so only the centred matrix is consistent with
+    lambda . (phi(y1) - phi(y2)), and everything the warm start does (imputation, SVD) works on it."""
+    return 2 * labels - 1
+
+
+def impute_low_rank(matrix: torch.Tensor, rank: int, num_rounds: int = 10) -> torch.Tensor:
+    """Iterative rank-``rank`` SVD imputation of a centred (P, U) label matrix (`centre_labels`) whose missing
+    entries are NaN.
+
+    Missing entries start at 0 (no preference); each round replaces them (only them) by the rank-``rank``
+    reconstruction, clipped to [-1, 1]. Observed entries are never changed. On the centred matrix the result
+    does not depend on the order of each pair: flipping a pair negates its row, observed and imputed alike."""
     if matrix.dim() != 2:
         raise ValueError(f"impute_low_rank expects a (pairs, users) matrix, got shape {tuple(matrix.shape)}")
     if rank < 1 or rank > min(matrix.shape):
         raise ValueError(f"rank must be in [1, {min(matrix.shape)}] for a {tuple(matrix.shape)} matrix, got {rank}")
     missing = torch.isnan(matrix)  # (P, U)
-    filled = torch.where(missing, torch.full_like(matrix, fill), matrix)
+    filled = torch.where(missing, torch.zeros_like(matrix), matrix)
     for _ in range(num_rounds):
         u, s, vh = torch.linalg.svd(filled, full_matrices=False)
         low_rank = (u[:, :rank] * s[:rank]) @ vh[:rank]  # (P, U)
-        filled = torch.where(missing, low_rank.clamp(0.0, 1.0), matrix)
+        filled = torch.where(missing, low_rank.clamp(-1.0, 1.0), matrix)
     return filled
 
 
-def svd_factors(filled: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pair factors U_J sqrt(S_J) (P, J) and user factors V_J sqrt(S_J) (U, J) of a complete label matrix.
-
-    The matrix is mapped to 2P - 1 first: swapping a pair's order turns a label p into 1 - p but phi(y1) - phi(y2)
-    into its negative, so only the centred matrix is consistent with lambda . (phi(y1) - phi(y2))."""
-    u, s, vh = torch.linalg.svd(2 * filled - 1, full_matrices=False)
+def svd_factors(centred: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pair factors U_J sqrt(S_J) (P, J) and user factors V_J sqrt(S_J) (U, J) of a complete centred label
+    matrix (`centre_labels`, then `impute_low_rank`)."""
+    u, s, vh = torch.linalg.svd(centred, full_matrices=False)
     root = s[:rank].sqrt()  # (J,)
     pair_factors = u[:, :rank] * root  # (P, J)
     user_factors = vh[:rank].T * root  # (U, J)
@@ -169,8 +187,8 @@ def fit_pref(
     """Fit phi and the training users' lambdas.
 
     features (R, H) are frozen response features; pairs (P, 2) index them as (first, second); labels (P, U) hold
-    1 (first preferred), 0, 0.5 (tie) or NaN (not answered). Steps: (1) if ``config.use_svd``, impute the label
-    matrix by iterative rank-J SVD, start the users at V_J sqrt(S_J) and fit phi by MSE so that
+    1 (first preferred), 0, 0.5 (tie) or NaN (not answered). Steps: (1) if ``config.use_svd``, impute the centred
+    label matrix (2P - 1) by iterative rank-J SVD, start the users at V_J sqrt(S_J) and fit phi by MSE so that
     phi(y1) - phi(y2) ~ U_J sqrt(S_J); otherwise start at random; (2) minimise the BT loss plus
     ``l2_weight`` * mean ||phi(y1) - phi(y2)|| over phi and all lambdas with Adam, full batch. Returns the model and
     one metrics row per logged epoch."""
@@ -185,7 +203,7 @@ def fit_pref(
     history: list[dict[str, float]] = []
 
     if config.use_svd:
-        filled = impute_low_rank(labels, min(J, num_pairs, num_users), config.num_svd_rounds)
+        filled = impute_low_rank(centre_labels(labels), min(J, num_pairs, num_users), config.num_svd_rounds)
         pair_factors, user_init = svd_factors(filled, J)  # (P, J), (U, J)
         optimizer = torch.optim.Adam(basis.parameters(), lr=config.learning_rate)
         for _ in range(config.num_warm_start_epochs):
