@@ -50,7 +50,9 @@ from plus.user_models import (
 
 logger = logging.getLogger(__name__)
 
-METHOD_NAMES: tuple[str, ...] = ("btl", "dpl", "icl", "vpl", "pal", "oracle", "plus-untrained")
+METHODS: dict[str, type[RewardMethod]] = {}
+"""Every method by name (`register_method`): what `BaselineConfig.method`, `build_method` and the benchmark
+accept."""
 PAIRS: dict[str, tuple[str, str, str]] = {
     "train": ("train_prompt", "train_chosen", "train_rejected"),
     "eval": ("eval_prompt", "eval_chosen", "eval_rejected"),
@@ -64,7 +66,7 @@ class BaselineConfig:
     (vpl, pal). Unused fields are ignored by the other methods."""
 
     method: str
-    """One of `METHOD_NAMES`."""
+    """A name in `METHODS`."""
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     """The summary-conditioned reward model of the text methods (btl, dpl, icl, oracle, plus-untrained)."""
     embedding_model: str = "all-minilm-l6-v2"
@@ -87,8 +89,8 @@ class BaselineConfig:
     """pal: learning rate of those steps."""
 
     def __post_init__(self) -> None:
-        if self.method not in METHOD_NAMES:
-            raise ValueError(f"BaselineConfig.method must be one of {METHOD_NAMES}, got {self.method!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"BaselineConfig.method must be one of {sorted(METHODS)}, got {self.method!r}")
         for name in ("embedding_max_length", "hidden_dim", "latent_dim", "num_prototypes"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"BaselineConfig.{name} must be a positive int, got {getattr(self, name)!r}")
@@ -127,6 +129,9 @@ class RewardMethod(nn.Module):
     """The interface every baseline implements: rewards for (record, prompt, response) triples."""
 
     name: ClassVar[str]
+    """The key in `METHODS`, configs and ``table.json``."""
+    label: ClassVar[str]
+    """The name tables and figures show."""
 
     def __init__(self, config: BaselineConfig) -> None:
         super().__init__()
@@ -175,6 +180,22 @@ class RewardMethod(nn.Module):
 # Text methods: a SummaryRewardModel conditioned on some text about the user.
 
 
+def register_method(cls: type[RewardMethod]) -> type[RewardMethod]:
+    """Class decorator: make ``cls`` buildable by its ``name`` (`METHODS`). A method whose constructor takes
+    only the config (every `ConditionedRewardMethod`) needs nothing else to run in the benchmark."""
+    if not getattr(cls, "name", None) or not getattr(cls, "label", None):
+        raise ValueError(f"{cls.__name__} needs class attributes name and label to be registered")
+    if cls.name in METHODS and METHODS[cls.name] is not cls:
+        raise ValueError(f"a method named {cls.name!r} is already registered ({METHODS[cls.name].__name__})")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def method_label(name: str) -> str:
+    """The label of the registered method ``name`` (e.g. "PLUS-untrained" for "plus-untrained")."""
+    return METHODS[name].label
+
+
 class ConditionedRewardMethod(RewardMethod):
     """A `SummaryRewardModel` whose summary slot holds `condition(record)`."""
 
@@ -191,28 +212,34 @@ class ConditionedRewardMethod(RewardMethod):
         return self.model.score(conditions, prompts, responses)
 
 
+@register_method
 class BTL(ConditionedRewardMethod):
     """One Bradley-Terry reward model for everyone: no user information."""
 
     name = "btl"
+    label = "BTL"
 
     def condition(self, record: dict, index: int) -> str | None:
         return None
 
 
+@register_method
 class ICL(ConditionedRewardMethod):
     """The raw context text (``record["context"]``) in the summary slot; truncated first when too long."""
 
     name = "icl"
+    label = "ICL"
 
     def condition(self, record: dict, index: int) -> str | None:
         return record["context"]
 
 
+@register_method
 class Oracle(ConditionedRewardMethod):
     """The true user description (``ground_truth["description"]``) in the summary slot."""
 
     name = "oracle"
+    label = "Oracle"
 
     def condition(self, record: dict, index: int) -> str | None:
         truth = record.get("ground_truth")
@@ -224,12 +251,14 @@ class Oracle(ConditionedRewardMethod):
         return truth["description"]
 
 
+@register_method
 class PlusUntrained(ConditionedRewardMethod):
     """Summaries of each record's context from the frozen summarizer (PLUS with the summarizer untrained).
 
     The summaries are looked up by context text in ``summaries`` (see `summarize_contexts`)."""
 
     name = "plus-untrained"
+    label = "PLUS-untrained"
 
     def __init__(self, config: BaselineConfig, summaries: dict[str, str] | None = None) -> None:
         super().__init__(config)
@@ -245,11 +274,13 @@ class PlusUntrained(ConditionedRewardMethod):
             ) from None
 
 
+@register_method
 class DPL(ConditionedRewardMethod):
     """Distributional preference learning: the pooled features feed a mean head (the reward model's head)
     and a std head; trained with `plus.losses.dpl_loss`; the reward is the mean. No user information."""
 
     name = "dpl"
+    label = "DPL"
 
     def __init__(self, config: BaselineConfig) -> None:
         super().__init__(config)
@@ -387,12 +418,14 @@ class EmbeddingRewardMethod(RewardMethod):
         return chosen, rejected, mask
 
 
+@register_method
 class VPL(EmbeddingRewardMethod):
     """Variational preference learning (Poddar et al. 2024) on frozen embeddings: a `plus.user_models.VplNetwork`
     whose context is the record's ``context_pairs``. z ~ q(z | context) in training, z = mu at evaluation.
     Loss: `plus.user_models.vpl_loss`, BT + w(t) KL(q || N(0, I)), w rising linearly to `kl_weight`."""
 
     name = "vpl"
+    label = "VPL"
 
     def __init__(self, config: BaselineConfig, embedder: TextEmbedder | None = None) -> None:
         super().__init__(config, embedder)
@@ -422,6 +455,7 @@ class VPL(EmbeddingRewardMethod):
         }
 
 
+@register_method
 class PAL(EmbeddingRewardMethod):
     """PAL-B (Chen et al. 2024) on frozen embeddings: a `plus.user_models.PalNetwork` reading the prompt's
     embedding e(x) and the (prompt, response) embedding e(x, y), and one row of mixture logits w_u per training
@@ -430,6 +464,7 @@ class PAL(EmbeddingRewardMethod):
     protocol, one record's context at a time."""
 
     name = "pal"
+    label = "PAL"
 
     def __init__(self, config: BaselineConfig, embedder: TextEmbedder | None = None) -> None:
         super().__init__(config, embedder)
@@ -501,7 +536,8 @@ class PAL(EmbeddingRewardMethod):
 # --------------------------------------------------------------------------------------------------------------
 # Building, saving and loading methods.
 
-METHODS: dict[str, type[RewardMethod]] = {cls.name: cls for cls in (BTL, DPL, ICL, VPL, PAL, Oracle, PlusUntrained)}
+METHOD_NAMES: tuple[str, ...] = ("btl", "dpl", "icl", "vpl", "pal", "oracle", "plus-untrained")
+"""The built-in methods, in the order of the paper's table (`METHODS` may hold more)."""
 
 
 def build_method(

@@ -16,9 +16,11 @@ from plus.evaluation import (
     benchmark_config,
     bootstrap_interval,
     evaluate_method,
+    interval_table,
     pairwise_accuracy,
-    results_table,
     run_benchmark,
+    run_fingerprint,
+    sanity_bars,
     table_rows,
 )
 
@@ -93,11 +95,12 @@ def test_run_benchmark_writes_one_json_artifact_at_smoke(tmp_path):
     assert len(seeds) == len(config.seeds) and {"test", "test_ood"} <= set(seeds[0])
     assert (tmp_path / "summaries.jsonl").exists()
     assert (tmp_path / "runs" / "pets-ood" / "pal" / "seed0" / "metrics.jsonl").exists()
-    table = results_table(tmp_path / "results.json")
+    rows = read_json(tmp_path / "table.json")
+    table = interval_table(rows, "all")
     assert list(table.index) == ["BTL", "PAL", "PLUS-untrained"]
-    ours = table.loc["BTL", "Pets ours"]
-    assert ours == pytest.approx(100 * results["aggregate"]["pets-ood"]["btl"]["test"]["accuracy"]["mean"])
-    assert table.loc["BTL", "Pets reported"] == 44.15
+    ours = table.loc["BTL", ("Pets", "ours")]
+    assert ours.startswith(f"{100 * results['aggregate']['pets-ood']['btl']['test']['accuracy']['mean']:.1f} [")
+    assert interval_table(rows, "contested").loc["BTL", ("Pets", "reported")] == "44.1"
     again = run_benchmark(config, tmp_path)  # every run is read back from its result.json, not retrained
     assert again["num_cached_runs"] == 3 * len(config.seeds) and again["aggregate"] == results["aggregate"]
 
@@ -132,3 +135,51 @@ def test_table_rows_follow_the_results_format_and_bad_rows_are_refused(tmp_path)
         write_table(tmp_path / "bad.json", [{**rows[0], "ci_low": 0.9}])
     with pytest.raises(ValueError, match="row 0 has keys"):
         write_table(tmp_path / "bad.json", [{"dataset": "pets"}])
+
+
+def _row(dataset, split, subset, method, mean, half_width=0.02):
+    return {
+        "dataset": dataset,
+        "split": split,
+        "subset": subset,
+        "method": method,
+        "metric": "accuracy",
+        "mean": mean,
+        "ci_low": mean - half_width,
+        "ci_high": mean + half_width,
+        "n": 200,
+        "seeds": [0, 1, 2],
+        "reported": None,
+    }
+
+
+def test_sanity_bars_hold_fail_or_cannot_be_checked_from_table_rows():
+    pets = ("pets-ood", "test")
+    rows = [
+        _row(*pets, "all", "oracle", 0.97),
+        _row(*pets, "all", "btl", 0.73),
+        _row(*pets, "contested", "btl", 0.50),
+        _row(*pets, "contested", "oracle", 0.95),
+        _row(*pets, "contested", "icl", 0.60),  # above BTL, but not by FAR_ABOVE
+        _row("uf-p-4-synthetic", "test", "all", "oracle", 0.60),
+        _row("uf-p-4-synthetic", "test", "all", "btl", 0.59),  # overlapping intervals
+        _row("uf-p-4-synthetic", "test", "contested", "btl", 0.40),
+    ]
+    bars = sanity_bars(rows).set_index(["bar", "column"])["holds"]
+    assert bars[("Oracle >= 95%", "Pets")] is True
+    assert bars[("Oracle clearly above BTL", "Pets")] is True
+    assert bars[("Oracle clearly above BTL", "UF-P-4")] is False
+    assert bars[("Oracle clearly above BTL", "UF-P-2")] is None  # not run
+    assert bars[("BTL at chance on contested", "Pets")] is True
+    assert bars[("BTL at chance on contested", "UF-P-4")] is False
+    assert bars[("Oracle far above BTL on contested", "Pets")] is True
+    assert bars[("ICL far above BTL on contested", "Pets")] is False
+    assert sanity_bars([_row(*pets, "all", "oracle", 0.90)]).set_index("bar").loc["Oracle >= 95%", "holds"] is False
+
+
+def test_skipped_runs_must_lie_in_the_product_and_do_not_change_fingerprints():
+    config = benchmark_config("smoke", datasets=("pets-ood",), methods=("btl", "icl"))
+    skipping = replace(config, skip=("pets-ood:icl",))
+    assert run_fingerprint(config, "pets-ood", "btl", 0) == run_fingerprint(skipping, "pets-ood", "btl", 0)
+    with pytest.raises(ValueError, match="outside the product"):
+        replace(config, skip=("uf-p-4-synthetic:icl",))
