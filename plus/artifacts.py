@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +37,45 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON atomically (a crash never leaves half a file)."""
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically: into a scratch file of its own in the same folder, synced,
+    then renamed over ``path``. A crash leaves the old file or the new one, never half of either, and two
+    writers never share a scratch file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_suffix(path.suffix + ".tmp")
-    scratch.write_text(json.dumps(_clean(obj), indent=2, sort_keys=True) + "\n")
-    scratch.replace(path)
+    handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(scratch, path)
+    except BaseException:
+        Path(scratch).unlink(missing_ok=True)
+        raise
     return path
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically (`write_text_atomic`)."""
+    return write_text_atomic(path, json.dumps(_clean(obj), indent=2, sort_keys=True) + "\n")
+
+
+def read_text(path: str | Path) -> str:
+    """The UTF-8 text of ``path``; invalid UTF-8 is an error that names the file, line and byte."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {error.start}: {error.reason})") from None
+
+
+def numbered_lines(path: str | Path) -> Iterator[tuple[str, str]]:
+    """(``path:line``, text) for each line of a UTF-8 text file (`read_text`), for errors that name the line."""
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        yield f"{path}:{number}", line
 
 
 def read_json(path: str | Path) -> Any:
@@ -49,7 +83,7 @@ def read_json(path: str | Path) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"No result file at {path}: run the experiment notebook that writes it first")
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_text(path))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
 
@@ -68,14 +102,13 @@ class MetricsWriter:
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """The rows a `MetricsWriter` wrote, in order."""
-    path = Path(path)
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for where, line in numbered_lines(path):
         if line.strip():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number} is not a JSON object: {error}") from error
+                raise ValueError(f"{where} is not a JSON object: {error}") from error
     return rows
 
 

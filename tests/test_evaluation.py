@@ -183,3 +183,5 @@ def test_skipped_runs_must_lie_in_the_product_and_do_not_change_fingerprints():
     assert run_fingerprint(config, "pets-ood", "btl", 0) == run_fingerprint(skipping, "pets-ood", "btl", 0)
     with pytest.raises(ValueError, match="outside the product"):
         replace(config, skip=("uf-p-4-synthetic:icl",))
+    assert "uf-p-4-synthetic:icl" in benchmark_config("cpu").skip
+    assert benchmark_config("cpu", methods=("btl", "oracle")).skip == ()  # the profile's skips outside the choice

@@ -35,11 +35,11 @@ the field and what is wrong.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from plus.artifacts import numbered_lines, write_text_atomic
 
 SPLITS: tuple[str, ...] = ("train", "test", "test_new_users", "test_new_prompts", "test_ood")
 """``train``; ``test`` = seen users, held-out pairs; ``test_new_users`` = users never seen in train;
@@ -144,16 +144,14 @@ def read_jsonl(path: str | Path) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"No record file at {path}")
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            where = f"{path}:{number}"
-            if not line.strip():
-                raise RecordError(f"{where}: empty line (one JSON record per line, no blank lines)")
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise RecordError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
-            records.append(validate_record(record, where=where))
+    for where, line in numbered_lines(path):
+        if not line.strip():
+            raise RecordError(f"{where}: empty line (one JSON record per line, no blank lines)")
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise RecordError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+        records.append(validate_record(record, where=where))
     return records
 
 
@@ -161,18 +159,8 @@ def write_jsonl(records: Sequence[dict], path: str | Path) -> Path:
     """Validate all records, then write them one per line atomically (a bad record or a crash never leaves a
     half-written file)."""
     records = validate_records(records)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            for record in records:
-                out.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
-        os.replace(scratch, path)
-    except BaseException:
-        Path(scratch).unlink(missing_ok=True)
-        raise
-    return path
+    lines = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n" for record in records)
+    return write_text_atomic(path, "".join(lines))
 
 
 def to_dataset(records: Sequence[dict]):
