@@ -63,6 +63,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from plus.artifacts import MetricsWriter, write_json
+from plus.config import check_number
 from plus.losses import (
     bradley_terry_loss,
     entropy_from_logits,
@@ -206,11 +207,14 @@ class CoadaptConfig:
             "lora_alpha",
         )
         for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"CoadaptConfig.{name} must be a positive int, got {value!r}")
-        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
-            raise ValueError(f"CoadaptConfig.max_steps must be None or a positive int, got {self.max_steps!r}")
+            check_number(self, name, 1, integer=True)
+        check_number(self, "seed", 0, integer=True)
+        if self.max_steps is not None:
+            check_number(self, "max_steps", 1, integer=True)
+        if self.lora_top_layers is not None:
+            check_number(self, "lora_top_layers", 1, integer=True)
+        check_number(self, "num_samples", 1, integer=True)
+        check_number(self, "checkpoint_every", 0, integer=True)
         if self.rollout_batch_size % self.train_batch_size:
             raise ValueError(
                 f"CoadaptConfig.rollout_batch_size ({self.rollout_batch_size}) must be a multiple of "
@@ -221,24 +225,21 @@ class CoadaptConfig:
         if self.estimator != "ppo" and self.num_samples < 2:
             raise ValueError(f"CoadaptConfig.num_samples must be >= 2 for {self.estimator}, got {self.num_samples}")
         for name in ("kl_coef", "reward_clip", "policy_clip", "value_clip", "max_grad_norm", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"CoadaptConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+            check_number(self, name, 0)
         for name in ("actor_lr", "critic_lr", "reward_lr", "temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"CoadaptConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("gamma", "lam", "top_p", "warmup_ratio"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"CoadaptConfig.{name} must lie in [0, 1], got {getattr(self, name)!r}")
-        if self.lora_top_layers is not None and (
-            not isinstance(self.lora_top_layers, int) or self.lora_top_layers < 1
-        ):
-            raise ValueError(
-                f"CoadaptConfig.lora_top_layers must be None or a positive int, got {self.lora_top_layers!r}"
-            )
+            check_number(self, name, 0, above=True)
+        for name in ("gamma", "lam", "top_p", "warmup_ratio", "lora_dropout"):
+            check_number(self, name, 0, 1)
+        betas = self.adam_betas
+        if not isinstance(betas, tuple | list) or len(betas) != 2:
+            raise ValueError(f"CoadaptConfig.adam_betas must be a pair of numbers in [0, 1), got {betas!r}")
+        for beta in betas:
+            if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0 <= beta < 1:
+                raise ValueError(f"CoadaptConfig.adam_betas must be a pair of numbers in [0, 1), got {betas!r}")
+        if not isinstance(self.summarizer_model, str) or not self.summarizer_model.strip():
+            raise ValueError(f"CoadaptConfig.summarizer_model must name a model, got {self.summarizer_model!r}")
         if self.summary_prefix and not self.prefill_marker:
             raise ValueError(f"CoadaptConfig.summary_prefix={self.summary_prefix!r} needs prefill_marker=True")
-        if not self.checkpoint_every >= 0:
-            raise ValueError(f"CoadaptConfig.checkpoint_every must be >= 0, got {self.checkpoint_every!r}")
 
     @property
     def samples_per_context(self) -> int:

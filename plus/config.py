@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 
 
@@ -102,3 +103,26 @@ def config_hash(config: object, length: int = 10) -> str:
     """A short stable hash of a dataclass config; it names the config's run directory."""
     payload = json.dumps(asdict(config), sort_keys=True, default=str)  # type: ignore[call-overload]
     return hashlib.sha256(payload.encode()).hexdigest()[:length]
+
+
+def check_number(
+    config: object,
+    name: str,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    above: bool = False,
+    integer: bool = False,
+) -> None:
+    """Raise a ValueError naming ``Class.name`` unless the field is a finite number (an int if ``integer``;
+    never a bool or a string) with ``low <= value <= high`` (``low < value`` if ``above``). NaN and inf fail
+    every bound, so they fail here instead of training to NaN weights."""
+    value = getattr(config, name)
+    where = f"{type(config).__name__}.{name}"
+    kinds = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+        raise ValueError(f"{where} must be a finite {'int' if integer else 'number'}, got {value!r}")
+    if low is not None and (value <= low if above else value < low):
+        raise ValueError(f"{where} must be {'>' if above else '>='} {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{where} must be <= {high}, got {value!r}")

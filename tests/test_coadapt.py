@@ -341,6 +341,13 @@ def test_rollout_select_trims_padding_columns():
         ({"actor_lr": 0.0}, "actor_lr"),
         ({"lora_top_layers": 0}, "lora_top_layers"),
         ({"summary_prefix": "This user prefers", "prefill_marker": False}, "summary_prefix"),
+        ({"kl_coef": float("nan")}, "kl_coef must be a finite number"),
+        ({"actor_lr": float("inf")}, "actor_lr must be a finite number"),
+        ({"reward_clip": "10"}, "reward_clip must be a finite number, got '10'"),
+        ({"micro_batch_size": 2.0}, "micro_batch_size must be a finite int"),
+        ({"adam_betas": (1.5, -1)}, "adam_betas"),
+        ({"seed": "0"}, "seed must be a finite int"),
+        ({"summarizer_model": ""}, "summarizer_model must name a model"),
     ],
 )
 def test_bad_config_is_a_clear_error(overrides, message):
