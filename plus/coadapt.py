@@ -43,10 +43,12 @@ forward of [context, summary] for every row in every pass), kept for the equival
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -62,7 +64,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from plus.artifacts import MetricsWriter, write_json
+from plus.artifacts import MetricsWriter, write_json, write_text_atomic
 from plus.config import check_number
 from plus.losses import (
     bradley_terry_loss,
@@ -794,9 +796,19 @@ def save_checkpoint(
     optimizers: dict[str, torch.optim.Optimizer],
     schedulers: dict[str, Any],
     accelerator: Accelerator,
+    records_digest: str = "",
 ) -> None:
     """Everything a resume needs: trainable weights, optimizer and scheduler states, RNG states (per process),
-    the step and the config. Weights and optimizer tensors are safetensors, the rest JSON."""
+    the step, the config and ``records_digest`` (`records_fingerprint`). Weights and optimizer tensors are
+    safetensors, the rest JSON.
+
+    Atomic: the files go to a fresh ``<directory>.incoming`` folder (``state.json`` last), which then replaces
+    ``directory`` by two renames (the old checkpoint is kept as ``<directory>.previous`` until the new one is
+    in place). A process killed at any moment leaves a complete checkpoint that `checkpoint_to_resume` finds."""
+    final, directory = directory, directory.with_name(directory.name + ".incoming")
+    if accelerator.is_main_process and directory.exists():
+        shutil.rmtree(directory)  # a half-written checkpoint of a killed run
+    accelerator.wait_for_everyone()
     directory.mkdir(parents=True, exist_ok=True)
     rng_tensors, rng_meta = _rng_state()
     rank = accelerator.process_index
@@ -805,14 +817,52 @@ def save_checkpoint(
     if accelerator.is_main_process:
         for name, module in modules.items():
             save_file(_trainable_state(accelerator.unwrap_model(module)), str(directory / f"{name}.safetensors"))
-        meta = {"step": step, "config": asdict(config), "optimizers": {}, "schedulers": {}}
+        meta = {"step": step, "config": asdict(config), "records": records_digest, "optimizers": {}, "schedulers": {}}
         for name, optimizer in optimizers.items():
             tensors, meta["optimizers"][name] = _optimizer_tensors(optimizer)
             save_file(tensors, str(directory / f"optimizer-{name}.safetensors"))
         for name, scheduler in schedulers.items():
             meta["schedulers"][name] = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
-        write_json(directory / "state.json", meta)  # written last: its presence marks a complete checkpoint
     accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json(directory / "state.json", meta)  # written last: its presence marks a complete checkpoint
+        previous = final.with_name(final.name + ".previous")
+        if previous.exists():
+            shutil.rmtree(previous)
+        if final.exists():
+            final.rename(previous)
+        directory.rename(final)
+        if previous.exists():
+            shutil.rmtree(previous)
+    accelerator.wait_for_everyone()
+
+
+def checkpoint_to_resume(directory: Path) -> Path | None:
+    """The newest complete checkpoint (one with ``state.json``) that `save_checkpoint` left at ``directory``,
+    ``<directory>.incoming`` (killed before the renames) or ``<directory>.previous`` (killed between them);
+    None when there is none."""
+    candidates = [directory.with_name(directory.name + suffix) for suffix in ("", ".incoming", ".previous")]
+    complete = [c for c in candidates if (c / "state.json").exists()]
+    if not complete:
+        return None
+    return max(complete, key=lambda c: json.loads((c / "state.json").read_text())["step"])
+
+
+def records_fingerprint(records: Sequence[dict]) -> str:
+    """A hash of the training records (their JSON, in order): a resume must train on the same records."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(json.dumps(record, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def cut_log_after(path: Path, step: int) -> None:
+    """Drop the rows of a JSONL log (``metrics.jsonl``, ``rollouts.jsonl``) whose ``step`` is above ``step``:
+    what a killed run wrote after its last checkpoint, which the resume writes again."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 RESUMABLE_CHANGES = ("checkpoint_every",)
@@ -826,10 +876,16 @@ def load_checkpoint(
     optimizers: dict[str, torch.optim.Optimizer],
     schedulers: dict[str, Any],
     accelerator: Accelerator,
+    records_digest: str = "",
 ) -> int:
     """Restore what `save_checkpoint` wrote; returns the number of rollout batches already done. A checkpoint
-    written under another config is refused (a clear error naming the fields; nothing is deleted)."""
+    written under another config or other records is refused (a clear error; nothing is deleted)."""
     meta = json.loads((directory / "state.json").read_text())
+    if meta.get("records", records_digest) != records_digest:
+        raise ValueError(
+            f"The checkpoint in {directory} was written for other training records; resume with the same records, "
+            "or train into a new output_dir (or delete that checkpoint)"
+        )
     current = json.loads(json.dumps(asdict(config)))
     changed = sorted(
         name for name in current if name not in RESUMABLE_CHANGES and current[name] != meta["config"].get(name)
@@ -960,10 +1016,15 @@ def train_plus(
     scorer = prepared_modules.get("reward_model", scorer)
 
     checkpoint = output_dir / CHECKPOINT_DIR
+    digest = records_fingerprint(records)
     start = 0
-    if (checkpoint / "state.json").exists():
-        start = load_checkpoint(checkpoint, config, prepared_modules, optimizers, schedulers, accelerator)
-        logger.info("Resumed from %s at step %d", checkpoint, start)
+    found = checkpoint_to_resume(checkpoint)
+    if found is not None:
+        start = load_checkpoint(found, config, prepared_modules, optimizers, schedulers, accelerator, digest)
+        logger.info("Resumed from %s at step %d", found, start)
+    if accelerator.is_main_process:  # rows a killed run logged after its last checkpoint are written again
+        for log in ("metrics.jsonl", "rollouts.jsonl"):
+            cut_log_after(output_dir / log, start)
     if accelerator.is_main_process:
         write_json(output_dir / "config.json", asdict(config))
     writer = MetricsWriter(output_dir / "metrics.jsonl") if accelerator.is_main_process else None
@@ -1019,7 +1080,7 @@ def train_plus(
         bar.set_postfix(reward=f"{metrics['summarizer/reward']:.3f}", rm_acc=metrics.get("reward_model/accuracy"))
         done = step + 1
         if done == stop or (config.checkpoint_every and done % config.checkpoint_every == 0):
-            save_checkpoint(checkpoint, done, config, prepared_modules, optimizers, schedulers, accelerator)
+            save_checkpoint(checkpoint, done, config, prepared_modules, optimizers, schedulers, accelerator, digest)
     if tensorboard is not None:
         tensorboard.close()
     wall = time.perf_counter() - began

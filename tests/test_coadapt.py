@@ -215,6 +215,14 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     whole = train_plus(config, _records(4), tmp_path / "whole", reward_model=ByteRewardModel())
     first = train_plus(config, _records(4), tmp_path / "split", reward_model=ByteRewardModel(), stop_after=2)
     assert first.num_steps == 2 and not (tmp_path / "split" / "final").exists()
+    # Killed after logging step 3 and while writing its checkpoint: a half-written actor, no state.json yet.
+    split = tmp_path / "split"
+    for log in ("metrics.jsonl", "rollouts.jsonl"):
+        step_two = [json.loads(row) for row in (split / log).read_text().splitlines() if '"step": 2' in row]
+        with (split / log).open("a") as handle:
+            handle.writelines(json.dumps({**row, "step": 3}) + "\n" for row in step_two)
+    (split / "checkpoint.incoming").mkdir()
+    (split / "checkpoint.incoming" / "actor.safetensors").write_bytes(b"\x00" * 10)
     resumed_rm = ByteRewardModel()
     resumed = train_plus(config, _records(4), tmp_path / "split", reward_model=resumed_rm)
     assert resumed.num_steps == 4
@@ -227,6 +235,27 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert drop_time(read(tmp_path / "whole" / "metrics.jsonl")) == drop_time(
         read(tmp_path / "split" / "metrics.jsonl")
     )
+    assert [row["step"] for row in read(split / "metrics.jsonl")] == [1, 2, 3, 4]
+    assert len(read(split / "rollouts.jsonl")) == len(read(tmp_path / "whole" / "rollouts.jsonl"))
+    assert sorted(p.name for p in split.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint"]
+
+
+def test_a_checkpoint_left_between_its_two_renames_is_resumed(tmp_path):
+    config = _config(separate_critic=False, checkpoint_every=1)
+    train_plus(config, _records(), tmp_path, reward_model=ByteRewardModel(), stop_after=1)
+    (tmp_path / "checkpoint").rename(tmp_path / "checkpoint.previous")  # killed before the second rename
+    resumed = train_plus(config, _records(), tmp_path, reward_model=ByteRewardModel())
+    assert resumed.num_steps == 2
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_resuming_with_other_records_is_a_clear_error(tmp_path):
+    config = _config(separate_critic=False, checkpoint_every=1)
+    train_plus(config, _records(), tmp_path, reward_model=ByteRewardModel(), stop_after=1)
+    other = [dict(record, train_chosen=record["train_chosen"] + " (edited)") for record in _records()]
+    with pytest.raises(ValueError, match="other training records"):
+        train_plus(config, other, tmp_path, reward_model=ByteRewardModel())
+    assert (tmp_path / "checkpoint" / "state.json").exists()
 
 
 def test_resuming_under_another_config_is_a_clear_error(tmp_path):
