@@ -87,19 +87,27 @@ def pair_credit(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
 def bootstrap_interval(
     outcomes: Sequence[Sequence[float]], level: float = 0.95, num_resamples: int = 2000, seed: int = 0
 ) -> tuple[float, float]:
-    """A percentile bootstrap interval of the mean credit over seeds and test pairs: ``outcomes[s][i]`` is pair
-    i's credit under seed s (the same pairs for every seed). Each resample draws seeds with replacement and,
-    independently, pairs with replacement (the same pairs for all drawn seeds), so the interval covers both
-    the training noise and the finite test set."""
+    """A percentile bootstrap interval of the mean credit over seeds and test items: ``outcomes[s][i]`` is item
+    i's credit under seed s. Each resample draws seeds with replacement and, independently, items with
+    replacement, so the interval covers both the training noise and the finite test set. When every seed has
+    the same items (the same pairs, in the same order) one draw of items serves all drawn seeds; when the
+    seeds' lists differ in length (other items per seed, e.g. new users drawn per seed), each drawn seed draws
+    its own items."""
     import numpy as np
 
-    table = np.asarray(outcomes, dtype=float)  # (S, N)
-    if table.ndim != 2 or table.size == 0:
-        raise ValueError(f"bootstrap_interval needs a (seeds, pairs) table, got shape {table.shape}")
+    rows = [np.asarray(row, dtype=float) for row in outcomes]
+    if not rows or any(row.ndim != 1 or row.size == 0 for row in rows):
+        raise ValueError(f"bootstrap_interval needs a (seeds, pairs) table of non-empty rows, got {len(rows)} rows")
     rng = np.random.default_rng(seed)
-    seeds = rng.integers(0, table.shape[0], size=(num_resamples, table.shape[0]))
-    pairs = rng.integers(0, table.shape[1], size=(num_resamples, table.shape[1]))
-    means = np.array([table[s][:, p].mean() for s, p in zip(seeds, pairs, strict=True)])
+    seeds = rng.integers(0, len(rows), size=(num_resamples, len(rows)))
+    if len({row.size for row in rows}) == 1:
+        table = np.stack(rows)  # (S, N)
+        pairs = rng.integers(0, table.shape[1], size=(num_resamples, table.shape[1]))
+        means = np.array([table[s][:, p].mean() for s, p in zip(seeds, pairs, strict=True)])
+    else:
+        means = np.array(
+            [np.concatenate([rng.choice(rows[k], size=rows[k].size) for k in drawn]).mean() for drawn in seeds]
+        )
     tail = 100 * (1 - level) / 2
     return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
 

@@ -119,6 +119,9 @@ def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_pairs():
     assert bootstrap_interval([[1.0] * 10] * 3) == (1.0, 1.0)
     with pytest.raises(ValueError, match="seeds, pairs"):
         bootstrap_interval([])
+    ragged = [[float(rng.random() < 0.7) for _ in range(n)] for n in (40, 55, 47)]  # other items per seed
+    low, high = bootstrap_interval(ragged)
+    assert low < statistics.fmean(x for row in ragged for x in row) < high and high - low < 0.3
 
 
 def test_table_rows_follow_the_results_format_and_bad_rows_are_refused(tmp_path):

@@ -371,6 +371,60 @@ def spread_at(rows: list[dict], method: str, num_answers: int, metric: str = "au
     return tensor.mean().item(), (tensor.std().item() if len(values) > 1 else 0.0)
 
 
+METHOD_KEYS: dict[str, str] = {
+    "Single BT": "btl",
+    "BT per user": "bt-per-user",
+    "VPL": "vpl",
+    "PAL-B": "pal",
+    "PReF (random)": "pref-random",
+    "PReF (active)": "pref-active",
+}
+"""Method label in this experiment -> the stable key of ``table.json`` (``../shared/RESULTS.md``)."""
+
+
+def pref_table_rows(result: dict, metrics: tuple[str, ...] = ("auc", "win_rate", "accuracy")) -> list[dict]:
+    """The rows of ``table.json`` from `run_attributes_experiment`: one per method, metric and number of answers
+    k (metric ``<name>@k``), data set ``attributes``, split ``test_new_users``, subset ``all``. ``mean`` is over
+    seeds and new users (NaN values left out; a cell with a seed of no values is left out); the 95% interval
+    is `plus.evaluation.bootstrap_interval` over seeds and users; ``n`` counts new users of the first seed;
+    ``reported`` is the paper's value read off its figures (`REPORTED_ATTRIBUTES`), where it gives one."""
+    from plus.evaluation import bootstrap_interval
+
+    seeds = sorted({row["seed"] for row in result["rows"]})
+    rows = []
+    for label, key in METHOD_KEYS.items():
+        for k in result["config"]["answer_counts"]:
+            cells = [r for r in result["rows"] if r["method"] == label and r["num_answers"] == k]
+            if not cells:
+                continue
+            for metric in metrics:
+                table = [  # per seed, its users' values; NaN (e.g. AUC of a user with one class) left out
+                    [r[metric] for r in sorted(cells, key=lambda r: r["user_id"]) if r["seed"] == seed]
+                    for seed in seeds
+                ]
+                table = [[v for v in per_seed if v == v] for per_seed in table]
+                if not all(table):
+                    continue
+                low, high = bootstrap_interval(table)
+                values = [value for per_seed in table for value in per_seed]
+                rows.append(
+                    {
+                        "dataset": "attributes",
+                        "split": "test_new_users",
+                        "subset": "all",
+                        "method": key,
+                        "metric": f"{metric}@{k}",
+                        "mean": sum(values) / len(values),
+                        "ci_low": low,
+                        "ci_high": high,
+                        "n": len(table[0]),
+                        "seeds": seeds,
+                        "reported": REPORTED_ATTRIBUTES.get(metric, {}).get(label, {}).get(k),
+                    }
+                )
+    return rows
+
+
 def closing_note(result: dict, wall_time_s: float, profile: str) -> str:
     """The notebook's closing note (markdown): AUC at 10 answers, the active-vs-random gap, the wall time."""
     counts = result["config"]["answer_counts"]
