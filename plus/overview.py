@@ -1,0 +1,268 @@
+"""Results at a glance: each claim of both papers, the paper's reported value, ours with its 95% interval, and a
+verdict, all read from the experiments' ``table.json`` files (``../shared/RESULTS.md``), never typed by hand.
+
+A claim is a comparison that can be checked at any scale (`Claim.rule`):
+
+- ``above``: method A's interval lies entirely above method B's (reproduced); entirely below (reversed);
+  overlapping (no difference at this power, reported as not reproduced);
+- ``same``: the two intervals overlap (no difference; reproduced), else not reproduced;
+- ``chance``: the mean lies within 50 +- 5% (a user-blind model on contested pairs);
+- ``ceiling``: the mean is at least 95%.
+
+Verdicts: ``reproduced``, ``not reproduced`` (with the reason), ``not tested at this scale`` (the rows are not in
+any table: the run was left out or its notebook writes no table yet), ``needs data or models not available
+offline`` (PRISM, GPT-4o, human raters). The reported values come from `plus.evaluation.REPORTED_PLUS_TABLE` and
+`plus.factorization.experiment.REPORTED_ATTRIBUTES`, themselves quotations of REFERENCE.md (partly read from
+secondary sources and off figures).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from plus.artifacts import read_json
+from plus.evaluation import REPORTED_PLUS_TABLE, format_interval
+from plus.factorization.experiment import REPORTED_ATTRIBUTES
+
+CEILING = 0.95
+"""Rule ``ceiling``: the mean accuracy that counts as "at the ceiling"."""
+CHANCE_BAND = 0.05
+"""Rule ``chance``: how far from 50% a mean may lie and still count as chance."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row of an experiment's ``table.json``: the notebook (its stem) and the row's keys."""
+
+    notebook: str
+    dataset: str
+    split: str
+    subset: str
+    method: str
+    metric: str = "accuracy"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of one of the papers, the cells that test it and the paper's reported value for them."""
+
+    paper: str
+    claim: str
+    rule: str
+    """``above`` (cells[0] above cells[1]), ``same`` (no difference between them), ``chance`` or ``ceiling``
+    (cells[0])."""
+    cells: tuple[Cell, ...] = ()
+    reported: tuple[float | None, ...] = ()
+    """The paper's value for each cell (a fraction), None where it gives none."""
+    offline_blocker: str = ""
+    """Non-empty: what the claim needs that this environment lacks (the verdict says so; ``cells`` is empty)."""
+
+
+def _plus(method: str, column: str) -> float | None:
+    value = REPORTED_PLUS_TABLE.get(method, {}).get(column)
+    return None if value is None else value / 100
+
+
+def _pref(metric: str, method: str, k: int) -> float | None:
+    return REPORTED_ATTRIBUTES.get(metric, {}).get(method, {}).get(k)
+
+
+def _rm(method: str, dataset: str = "pets-ood", split: str = "test", subset: str = "contested") -> Cell:
+    return Cell("03_reward_models", dataset, split, subset, method)
+
+
+def _new_user(method: str, metric: str) -> Cell:
+    return Cell("05_pref_factorization", "attributes", "test_new_users", "all", method, metric)
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim(
+        "PLUS",
+        "A user-blind BT model is at chance on the pairs Pets users disagree on",
+        "chance",
+        (_rm("btl"),),
+        (_plus("BTL", "Pets"),),
+    ),
+    Claim(
+        "PLUS",
+        "The true user description (Oracle) puts the reward model at the ceiling on Pets",
+        "ceiling",
+        (_rm("oracle"),),
+        (_plus("Oracle", "Pets"),),
+    ),
+    Claim(
+        "PLUS",
+        "In-context learning (ICL) reaches the ceiling on Pets",
+        "ceiling",
+        (_rm("icl"),),
+        (_plus("ICL", "Pets"),),
+    ),
+    Claim("PLUS", "VPL reaches the ceiling on Pets", "ceiling", (_rm("vpl"),), (_plus("VPL", "Pets"),)),
+    Claim(
+        "PLUS",
+        "PLUS-untrained (frozen summarizer) beats BTL on Pets",
+        "above",
+        (_rm("plus-untrained"), _rm("btl")),
+        (_plus("PLUS-untrained", "Pets"), _plus("BTL", "Pets")),
+    ),
+    Claim(
+        "PLUS",
+        "ICL beats BTL on Pets-OOD (users who prefer animals no training user ranked)",
+        "above",
+        (_rm("icl", split="test_ood"), _rm("btl", split="test_ood")),
+        (_plus("ICL", "Pets-OOD"), _plus("BTL", "Pets-OOD")),
+    ),
+    Claim(
+        "PLUS",
+        "Oracle beats BTL on UF-P-4",
+        "above",
+        (_rm("oracle", "uf-p-4-synthetic"), _rm("btl", "uf-p-4-synthetic")),
+        (_plus("Oracle", "UF-P-4"), _plus("BTL", "UF-P-4")),
+    ),
+    Claim(
+        "PLUS",
+        "Oracle beats BTL on UF-P-2",
+        "above",
+        (_rm("oracle", "uf-p-2-synthetic"), _rm("btl", "uf-p-2-synthetic")),
+        (_plus("Oracle", "UF-P-2"), _plus("BTL", "UF-P-2")),
+    ),
+    Claim(
+        "PLUS",
+        "VPL is no better than BTL on UF-P-4",
+        "same",
+        (_rm("vpl", "uf-p-4-synthetic"), _rm("btl", "uf-p-4-synthetic")),
+        (_plus("VPL", "UF-P-4"), _plus("BTL", "UF-P-4")),
+    ),
+    Claim(
+        "PLUS",
+        "PLUS (trained summarizer) beats PLUS-untrained on UF-P-2",
+        "above",
+        (
+            Cell("04_train_plus", "uf-p-2-synthetic", "test", "contested", "plus"),
+            Cell("04_train_plus", "uf-p-2-synthetic", "test", "contested", "plus-untrained"),
+        ),
+        (_plus("PLUS", "UF-P-2"), _plus("PLUS-untrained", "UF-P-2")),
+    ),
+    Claim(
+        "PLUS",
+        "PLUS beats BTL on PRISM",
+        "above",
+        reported=(_plus("PLUS", "PRISM"), _plus("BTL", "PRISM")),
+        offline_blocker="the PRISM data set (not on PyPI)",
+    ),
+    Claim(
+        "PLUS",
+        "Summary-conditioned GPT-4o answers win against default GPT-4o",
+        "above",
+        offline_blocker="GPT-4o as generator and judge",
+    ),
+    Claim(
+        "PReF",
+        "After 10 answers PReF (active questions) ranks a new user's pairs better than one BT model",
+        "above",
+        (_new_user("pref-active", "auc@10"), _new_user("btl", "auc@10")),
+        (_pref("auc", "PReF (active)", 10), _pref("auc", "Single BT", 10)),
+    ),
+    Claim(
+        "PReF",
+        "Active questions beat random ones at 40 answers",
+        "above",
+        (_new_user("pref-active", "auc@40"), _new_user("pref-random", "auc@40")),
+        (_pref("auc", "PReF (active)", 40), _pref("auc", "PReF (random)", 40)),
+    ),
+    Claim(
+        "PReF",
+        "After 10 answers PReF beats VPL",
+        "above",
+        (_new_user("pref-active", "auc@10"), _new_user("vpl", "auc@10")),
+        (_pref("auc", "PReF (active)", 10), None),
+    ),
+    Claim(
+        "PReF",
+        "After 10 answers PReF beats PAL",
+        "above",
+        (_new_user("pref-active", "auc@10"), _new_user("pal", "auc@10")),
+        (_pref("auc", "PReF (active)", 10), None),
+    ),
+    Claim(
+        "PReF",
+        "Best-of-N by the new user's PReF reward beats one BT model's (win rate vs default, 10 answers)",
+        "above",
+        (_new_user("pref-active", "win_rate@10"), _new_user("btl", "win_rate@10")),
+        (_pref("win_rate", "PReF (active)", 10), _pref("win_rate", "Single BT", 10)),
+    ),
+    Claim(
+        "PReF",
+        "PReF on PRISM personas beats one BT model",
+        "above",
+        offline_blocker="PRISM prompts with simulated personas (not on PyPI)",
+    ),
+    Claim(
+        "PReF",
+        "People prefer PReF-aligned GPT-4o answers to default ones",
+        "above",
+        offline_blocker="GPT-4o and a human study",
+    ),
+)
+"""Every claim the overview checks, in the order of the papers (REFERENCE.md 2.2 and 3)."""
+
+
+def read_tables(results_root: str | Path) -> dict[str, list[dict]]:
+    """{notebook stem: its ``table.json`` rows} for every ``<results_root>/<stem>/table.json``."""
+    return {path.parent.name: read_json(path) for path in sorted(Path(results_root).glob("*/table.json"))}
+
+
+def find_row(tables: dict[str, list[dict]], cell: Cell) -> dict | None:
+    """The ``table.json`` row of ``cell``, or None when its notebook wrote no such row."""
+    keys = (cell.dataset, cell.split, cell.subset, cell.method, cell.metric)
+    for row in tables.get(cell.notebook, []):
+        if (row["dataset"], row["split"], row["subset"], row["method"], row["metric"]) == keys:
+            return row
+    return None
+
+
+def verdict(claim: Claim, rows: list[dict | None]) -> str:
+    """The claim's verdict from its rows (`find_row`, in the order of ``claim.cells``)."""
+    if claim.offline_blocker:
+        return "needs data or models not available offline"
+    if any(row is None for row in rows):
+        return "not tested at this scale"
+    first = rows[0]
+    if claim.rule == "ceiling":
+        return "reproduced" if first["mean"] >= CEILING else f"not reproduced (below {100 * CEILING:.0f}%)"
+    if claim.rule == "chance":
+        near = abs(first["mean"] - 0.5) <= CHANCE_BAND
+        return "reproduced" if near else f"not reproduced (outside 50 +- {100 * CHANCE_BAND:.0f}%)"
+    if claim.rule in ("above", "same"):
+        second = rows[1]
+        above, below = first["ci_low"] > second["ci_high"], first["ci_high"] < second["ci_low"]
+        if claim.rule == "same":
+            return "reproduced" if not (above or below) else f"not reproduced ({'above' if above else 'below'})"
+        if above:
+            return "reproduced"
+        return "not reproduced (reversed)" if below else "not reproduced (no difference at this power)"
+    raise ValueError(f"claim {claim.claim!r}: unknown rule {claim.rule!r}")
+
+
+def overview_rows(tables: dict[str, list[dict]]) -> list[dict]:
+    """One row per claim: paper, claim, reported, ours (mean [95% interval], %), n and seeds, verdict, page."""
+    out = []
+    for claim in CLAIMS:
+        rows = [find_row(tables, cell) for cell in claim.cells]
+        reported = [f"{100 * value:.1f}" if value is not None else "-" for value in claim.reported]
+        ours = [format_interval(row) if row else "-" for row in rows]
+        sizes = sorted({f"n={row['n']}, {len(row['seeds'])} seeds" for row in rows if row})
+        out.append(
+            {
+                "paper": claim.paper,
+                "claim": claim.claim,
+                "reported (%)": " vs ".join(reported) if reported else "-",
+                "ours (%)": " vs ".join(ours) if ours else "-",
+                "test items": "; ".join(sizes) or "-",
+                "verdict": verdict(claim, rows),
+                "page": claim.cells[0].notebook if claim.cells else "",
+                "blocker": claim.offline_blocker,
+            }
+        )
+    return out

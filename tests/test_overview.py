@@ -1,0 +1,68 @@
+"""The results overview: verdicts computed from table.json rows, never typed."""
+
+import pytest
+
+from plus.artifacts import write_table
+from plus.overview import CLAIMS, Cell, Claim, overview_rows, read_tables, verdict
+
+
+def _row(cell: Cell, mean: float, half_width: float = 0.02) -> dict:
+    return {
+        "dataset": cell.dataset,
+        "split": cell.split,
+        "subset": cell.subset,
+        "method": cell.method,
+        "metric": cell.metric,
+        "mean": mean,
+        "ci_low": mean - half_width,
+        "ci_high": mean + half_width,
+        "n": 200,
+        "seeds": [0, 1, 2],
+        "reported": None,
+    }
+
+
+A, B = (
+    Cell("03_reward_models", "pets-ood", "test", "contested", "oracle"),
+    Cell("03_reward_models", "pets-ood", "test", "contested", "btl"),
+)
+
+
+@pytest.mark.parametrize(
+    ("rule", "means", "expected"),
+    [
+        ("above", (0.9, 0.5), "reproduced"),
+        ("above", (0.51, 0.5), "not reproduced (no difference at this power)"),
+        ("above", (0.4, 0.5), "not reproduced (reversed)"),
+        ("same", (0.51, 0.5), "reproduced"),
+        ("same", (0.6, 0.5), "not reproduced (above)"),
+        ("chance", (0.53,), "reproduced"),
+        ("chance", (0.40,), "not reproduced (outside 50 +- 5%)"),
+        ("ceiling", (0.96,), "reproduced"),
+        ("ceiling", (0.90,), "not reproduced (below 95%)"),
+    ],
+)
+def test_each_rule_gives_its_verdict(rule, means, expected):
+    cells = (A, B)[: len(means)]
+    claim = Claim("PLUS", "a claim", rule, cells)
+    assert verdict(claim, [_row(c, m) for c, m in zip(cells, means, strict=True)]) == expected
+    assert verdict(claim, [None] * len(cells)) == "not tested at this scale"
+    assert verdict(Claim("PLUS", "x", rule, offline_blocker="PRISM"), []).startswith("needs data or models")
+
+
+def test_overview_reads_every_table_and_covers_every_claim(tmp_path):
+    write_table(tmp_path / "03_reward_models" / "table.json", [_row(A, 0.97), _row(B, 0.5)])
+    rows = overview_rows(read_tables(tmp_path))
+    assert len(rows) == len(CLAIMS)
+    by_claim = {row["claim"]: row for row in rows}
+    oracle = by_claim["The true user description (Oracle) puts the reward model at the ceiling on Pets"]
+    assert oracle["verdict"] == "reproduced" and oracle["ours (%)"] == "97.0 [95.0, 99.0]"
+    assert oracle["reported (%)"] == "100.0" and oracle["page"] == "03_reward_models"
+    assert (
+        by_claim["A user-blind BT model is at chance on the pairs Pets users disagree on"]["verdict"] == "reproduced"
+    )
+    assert (
+        sum(row["verdict"] == "not tested at this scale" for row in rows)
+        == sum(1 for claim in CLAIMS if not claim.offline_blocker) - 2
+    )
+    assert all(len(claim.reported) in (0, len(claim.cells)) or claim.offline_blocker for claim in CLAIMS)
