@@ -2,6 +2,7 @@
 
 import functools
 import http.server
+import re
 import shutil
 import subprocess
 import sys
@@ -126,3 +127,10 @@ def test_chromium_renders_the_first_notebook_with_its_figure(html_dir, tmp_path)
         assert 200 in served.get(unquote(path), set()), f"the browser did not load {src}: {served}"
         assert (html_dir / unquote(path).lstrip("/")).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.exists() and shot.stat().st_size > 20_000, "the screenshot is blank or missing"
+
+
+def test_formulas_render_offline_from_a_local_mathjax(html_dir):
+    page = (html_dir / "notebooks" / "05_pref_factorization.html").read_text()
+    scripts = [src for src in re.findall(r'<script[^>]*src="([^"]+)"', page) if "mathjax" in src.lower()]
+    assert scripts and all(not urlsplit(src).netloc for src in scripts), scripts  # no CDN
+    assert all((html_dir / "notebooks" / unquote(urlsplit(src).path)).resolve().exists() for src in scripts)
