@@ -31,12 +31,14 @@ $(VENV)/.installed: requirements.txt requirements-lock.txt pyproject.toml
 	touch $@
 
 # Execute every notebook template into the book at $(PROFILE); results go to results/$(PROFILE)/<notebook>/.
+# Each executed copy is then tidied (plus.book: no stderr, no absolute paths, code behind a toggle).
 run: env
 	@for nb in $(NOTEBOOKS); do \
 	  stem=$$(basename $$nb .ipynb); \
 	  echo "== $$stem (profile $(PROFILE))"; \
 	  $(BIN)/papermill $$nb book/notebooks/$$stem.ipynb --cwd $(CURDIR) \
 	    -p profile $(PROFILE) -p output_dir results/$(PROFILE)/$$stem || exit 1; \
+	  $(BIN)/python -m plus.book tidy book/notebooks/$$stem.ipynb --repo-root $(CURDIR) || exit 1; \
 	done
 
 # Render the executed notebooks and pages; strict: any Sphinx warning fails the build.
