@@ -113,3 +113,67 @@ def test_prism_same_seed_gives_identical_files_and_bad_file_is_named(tmp_path):
     bad.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     with pytest.raises(RecordError, match=r"row 4: conversation_history\[0\]: field 'role'"):
         build_prism(bad)
+
+
+def _prism_rows():
+    return [json.loads(line) for line in PRISM.read_text().splitlines()]
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.mark.parametrize("field", ["user_id", "conversation_id"])
+@pytest.mark.parametrize("how", ["missing", "null"])
+def test_prism_row_without_user_or_conversation_id_names_row_and_field(tmp_path, field, how):
+    rows = _prism_rows()
+    if how == "missing":
+        del rows[5][field]  # the JSON loader fills the gap with None
+    else:
+        rows[5][field] = None
+    with pytest.raises(RecordError, match=rf"row 5: field '{field}' is None"):
+        build_prism(_write_jsonl(tmp_path / "prism.jsonl", rows))
+
+
+def test_prism_numeric_string_scores_give_the_same_records(tmp_path):
+    rows = _prism_rows()
+    for row in rows:
+        for message in row["conversation_history"]:
+            if message["score"] is not None:
+                message["score"] = str(message["score"])  # "85" > "100" as text: scores must be numbers
+    strings = build_prism(_write_jsonl(tmp_path / "prism.jsonl", rows), seed=0, new_user_fraction=0.2)
+    assert strings == build_prism(PRISM, seed=0, new_user_fraction=0.2)
+
+
+@pytest.mark.parametrize(
+    "score",
+    ["excellent", "", "NaN", "101", 0, 101, -5, float("nan")],
+    ids=["word", "empty", "nan-text", "101-text", "0", "101", "-5", "nan"],
+)
+def test_prism_score_not_a_number_in_1_to_100_names_row_and_field(tmp_path, score):
+    rows = _prism_rows()
+    if isinstance(score, str):  # one column type per file: make every score a string
+        for row in rows:
+            for message in row["conversation_history"]:
+                if message["score"] is not None:
+                    message["score"] = str(message["score"])
+    assert rows[3]["conversation_history"][1]["role"] == "model"
+    rows[3]["conversation_history"][1]["score"] = score
+    with pytest.raises(RecordError, match=r"row 3: conversation_history\[1\]: field 'score' is .*from 1 to 100"):
+        build_prism(_write_jsonl(tmp_path / "prism.jsonl", rows))
+
+
+@pytest.mark.parametrize("message", [0, 1])  # the turn's user prompt, a model response
+def test_prism_null_content_names_row_and_field(tmp_path, message):
+    rows = _prism_rows()
+    rows[3]["conversation_history"][message]["content"] = None
+    with pytest.raises(RecordError, match=rf"row 3: conversation_history\[{message}\]: field 'content' is None"):
+        build_prism(_write_jsonl(tmp_path / "prism.jsonl", rows))
+
+
+def test_prism_null_conversation_history_names_row_and_field(tmp_path):
+    rows = _prism_rows()
+    rows[3]["conversation_history"] = None
+    with pytest.raises(RecordError, match=r"row 3: field 'conversation_history' is None"):
+        build_prism(_write_jsonl(tmp_path / "prism.jsonl", rows))
