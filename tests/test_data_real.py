@@ -1,6 +1,7 @@
 """UF-P and PRISM builders on small fixture files written in the hubs' schemas (tests/fixtures)."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,57 @@ def test_prism_null_conversation_history_names_row_and_field(tmp_path):
     rows[3]["conversation_history"] = None
     with pytest.raises(RecordError, match=r"row 3: field 'conversation_history' is None"):
         build_prism(_write_jsonl(tmp_path / "prism.jsonl", rows))
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize(
+    "source, change, match",
+    [
+        ("ratings", lambda rows: rows[2].update(instruction=None), r"row 2: field 'instruction' is None"),
+        ("ratings", lambda rows: rows[2].update(completions=None), r"row 2: field 'completions' is None"),
+        ("ratings", lambda rows: rows[2]["completions"][1].pop("response"), r"row 2 completion 1: field 'response'"),
+        (
+            "ratings",
+            lambda rows: rows[2]["completions"][1].update(response=None),
+            r"row 2 completion 1: field 'response' is None",
+        ),
+        ("pairs", lambda rows: rows[2].update(prompt=None), r"row 2: field 'prompt' is None"),
+        (
+            "pairs",
+            lambda rows: rows[2]["chosen"][-1].update(content=None),
+            r"row 2: field 'chosen\[-1\].content' is None",
+        ),
+    ],
+    ids=["null-instruction", "null-completions", "missing-response", "null-response", "null-prompt", "null-content"],
+)
+def test_uf_null_or_missing_field_names_row_and_field(tmp_path, source, change, match):
+    rows = _rows(RATINGS if source == "ratings" else PAIRS)
+    change(rows)
+    bad = _write_jsonl(tmp_path / f"{source}.jsonl", rows)
+    pairs, ratings = (PAIRS, bad) if source == "ratings" else (bad, RATINGS)
+    with pytest.raises(RecordError, match=match):
+        build_ultrafeedback("uf-p-2", pairs, ratings)
+
+
+@pytest.mark.parametrize("rating", ["99", "0", "6", "NaN", "inf", "-1"])
+def test_uf_rating_outside_1_to_5_names_row_and_field(tmp_path, rating):
+    rows = _rows(RATINGS)
+    rows[2]["completions"][1]["annotations"]["helpfulness"]["Rating"] = rating
+    bad = _write_jsonl(tmp_path / "ratings.jsonl", rows)
+    with pytest.raises(RecordError, match=r"row 2 completion 1: field 'annotations.helpfulness.Rating': .* 1 to 5"):
+        build_ultrafeedback("uf-p-2", PAIRS, bad)
+
+
+@pytest.mark.parametrize("content", ["", "\n\n"], ids=["empty", "blank-lines"])
+@pytest.mark.parametrize("which", ["pairs", "ratings", "prism"])
+def test_empty_data_file_is_named(tmp_path, which, content):
+    empty = tmp_path / f"{which}.jsonl"
+    empty.write_text(content)
+    with pytest.raises(RecordError, match=re.escape(f"{empty}: the file is empty")):
+        if which == "prism":
+            build_prism(empty)
+        else:
+            build_ultrafeedback("uf-p-2", *((empty, RATINGS) if which == "pairs" else (PAIRS, empty)))
