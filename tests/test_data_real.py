@@ -184,6 +184,21 @@ def _rows(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def _pair_key(record):
+    return record["eval_prompt"], frozenset((record["eval_chosen"], record["eval_rejected"]))
+
+
+def test_uf_duplicated_pair_rows_never_put_a_test_pair_in_train(tmp_path):
+    rows = _rows(PAIRS)
+    swapped = [{**row, "chosen": row["rejected"], "rejected": row["chosen"]} for row in rows]
+    doubled = _write_jsonl(tmp_path / "pairs.jsonl", rows + rows + swapped)  # each pair three times
+    records = build_ultrafeedback("uf-p-2", doubled, RATINGS, test_fraction=0.3)
+    train = {_pair_key(r) for r in records if r["split"] == "train"}
+    test = {_pair_key(r) for r in records if r["split"] == "test"}
+    assert test and not train & test
+    assert records == _uf()  # the copies are dropped, the first of each pair is kept as it was
+
+
 @pytest.mark.parametrize(
     "source, change, match",
     [

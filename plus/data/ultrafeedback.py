@@ -4,7 +4,9 @@
    chat-message lists whose last assistant turn is the response).
 2. Ratings: ``openbmb/UltraFeedback`` (``instruction`` and ``completions``, each completion with ``response`` and
    ``annotations[dimension]["Rating"]``, a string "1"-"5" or "N/A"), joined on (prompt, response text) after
-   stripping whitespace. A pair whose prompt or either response has no rating row is dropped.
+   stripping whitespace. A pair whose prompt or either response has no rating row is dropped; a pair that repeats
+   an earlier one (same prompt and the same two responses, in either order) is dropped, so a copy of a test pair
+   can never be a train pair.
 3. A user = one rating dimension (``helpfulness``, ``honesty``, ``instruction_following``, ``truthfulness``).
    A pair with "N/A" for any of the population's dimensions is dropped; otherwise each user prefers the response
    with the higher rating, ties broken by a fair coin (``random.Random(seed)``, in pair order).
@@ -148,7 +150,8 @@ def build_ultrafeedback(
                 d: _rating(completion, d, f"{where} completion {j}") for d in dimensions
             }
     coin = random.Random(seed)
-    pairs, unmatched, missing, agreed = [], 0, 0, 0
+    pairs, unmatched, missing, agreed, duplicates = [], 0, 0, 0, 0
+    seen: set[tuple[str, str, str]] = set()
     for i, row in enumerate(load_table(preferences_source)):
         where = f"{preferences_source} row {i}"
         for field in ("prompt", "chosen", "rejected"):
@@ -159,6 +162,11 @@ def build_ultrafeedback(
         if not (prompt and a and b) or a == b:
             unmatched += 1
             continue
+        key = (prompt, *sorted((a, b)))
+        if key in seen:  # a copy could land in test while the original trains
+            duplicates += 1
+            continue
+        seen.add(key)
         ra, rb = ratings.get((prompt, a)), ratings.get((prompt, b))
         if ra is None or rb is None:
             unmatched += 1
@@ -174,10 +182,11 @@ def build_ultrafeedback(
         if max_pairs is not None and len(pairs) >= max_pairs:
             break
     logger.info(
-        "UltraFeedback %s: %d disagreeing pairs kept; %d unmatched, %d with N/A, %d agreed dropped",
+        "UltraFeedback %s: %d disagreeing pairs kept; %d unmatched, %d duplicates, %d with N/A, %d agreed dropped",
         name,
         len(pairs),
         unmatched,
+        duplicates,
         missing,
         agreed,
     )
