@@ -89,3 +89,32 @@ def test_loading_a_tiny_model_leaves_the_callers_rng_alone():
     torch.manual_seed(123)
     models.load_backbone("tiny-encoder", device="cpu")
     assert torch.equal(torch.rand(3), expected)
+
+
+def _local_folder(path, model, tokenizer=None):
+    """``model`` (and ``tokenizer``, if given) saved as a local model folder, as a user would hand one over."""
+    model.save_pretrained(path)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "fixture, load, broken_file, content, error",
+    [
+        ("tiny_encoder", models.load_backbone, "model.safetensors", "garbage", "SafetensorError"),
+        ("tiny_chat_lm", models.load_causal_lm, "model.safetensors", "garbage", "SafetensorError"),
+        ("tiny_encoder", models.load_backbone, "config.json", "{not json", "not a valid JSON file"),
+    ],
+    ids=["encoder-weights", "causal-lm-weights", "encoder-config"],
+)
+def test_local_folder_that_fails_to_load_reports_the_real_error(
+    tmp_path, request, fixture, load, broken_file, content, error
+):
+    folder = _local_folder(tmp_path / "model", *request.getfixturevalue(fixture))
+    (folder / broken_file).write_text(content)
+    with pytest.raises(models.ModelNotAvailableError) as info:
+        load(str(folder), device="cpu")
+    message = str(info.value)
+    assert f"from the local folder {folder}" in message and error in message
+    assert "not a local folder" not in message
