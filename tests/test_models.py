@@ -99,6 +99,29 @@ def _local_folder(path, model, tokenizer=None):
     return path
 
 
+@pytest.mark.parametrize("load", [models.load_tokenizer, models.load_backbone])
+def test_local_folder_without_tokenizer_files_is_refused(tmp_path, tiny_encoder, load):
+    folder = _local_folder(tmp_path / "encoder", tiny_encoder[0])  # config.json + model.safetensors only
+    with pytest.raises(models.ModelNotAvailableError) as info:
+        load(str(folder))  # before: a 5-token tokenizer that gives every text the same ids
+    message = str(info.value)
+    assert f"local folder {folder} has no tokenizer files" in message and "tokenizer.json" in message
+
+
+def test_tokenizer_of_only_special_tokens_is_refused(tmp_path, tiny_encoder):
+    folder = _local_folder(tmp_path / "encoder", tiny_encoder[0])
+    (folder / "vocab.txt").write_text("")  # a vocabulary file with no vocabulary
+    with pytest.raises(models.ModelNotAvailableError, match="has only its 5 special tokens"):
+        models.load_tokenizer(str(folder))
+
+
+def test_local_folder_with_its_tokenizer_loads_and_tells_texts_apart(tmp_path, tiny_encoder):
+    folder = _local_folder(tmp_path / "encoder", *tiny_encoder)
+    model, tokenizer = models.load_backbone(str(folder), device="cpu")
+    assert tokenizer("I love dogs.").input_ids != tokenizer("Tax law is complex.").input_ids
+    assert models.hidden_size(str(folder)) == model.config.hidden_size
+
+
 @pytest.mark.parametrize(
     "fixture, load, broken_file, content, error",
     [
