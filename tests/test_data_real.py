@@ -1,6 +1,7 @@
 """UF-P and PRISM builders on small fixture files written in the hubs' schemas (tests/fixtures)."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,136 @@ def test_prism_same_seed_gives_identical_files_and_bad_file_is_named(tmp_path):
     bad.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     with pytest.raises(RecordError, match=r"row 4: conversation_history\[0\]: field 'role'"):
         build_prism(bad)
+
+
+def _prism_rows():
+    return [json.loads(line) for line in PRISM.read_text().splitlines()]
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.mark.parametrize("field", ["user_id", "conversation_id"])
+@pytest.mark.parametrize("how", ["missing", "null"])
+def test_prism_row_without_user_or_conversation_id_names_row_and_field(tmp_path, field, how):
+    rows = _prism_rows()
+    if how == "missing":
+        del rows[5][field]  # the JSON loader fills the gap with None
+    else:
+        rows[5][field] = None
+    with pytest.raises(RecordError, match=rf"row 5: field '{field}' is None"):
+        build_prism(_write_jsonl(tmp_path / "prism.jsonl", rows))
+
+
+def test_prism_numeric_string_scores_give_the_same_records(tmp_path):
+    rows = _prism_rows()
+    for row in rows:
+        for message in row["conversation_history"]:
+            if message["score"] is not None:
+                message["score"] = str(message["score"])  # "85" > "100" as text: scores must be numbers
+    strings = build_prism(_write_jsonl(tmp_path / "prism.jsonl", rows), seed=0, new_user_fraction=0.2)
+    assert strings == build_prism(PRISM, seed=0, new_user_fraction=0.2)
+
+
+@pytest.mark.parametrize(
+    "score",
+    ["excellent", "", "NaN", "101", 0, 101, -5, float("nan")],
+    ids=["word", "empty", "nan-text", "101-text", "0", "101", "-5", "nan"],
+)
+def test_prism_score_not_a_number_in_1_to_100_names_row_and_field(tmp_path, score):
+    rows = _prism_rows()
+    if isinstance(score, str):  # one column type per file: make every score a string
+        for row in rows:
+            for message in row["conversation_history"]:
+                if message["score"] is not None:
+                    message["score"] = str(message["score"])
+    assert rows[3]["conversation_history"][1]["role"] == "model"
+    rows[3]["conversation_history"][1]["score"] = score
+    with pytest.raises(RecordError, match=r"row 3: conversation_history\[1\]: field 'score' is .*from 1 to 100"):
+        build_prism(_write_jsonl(tmp_path / "prism.jsonl", rows))
+
+
+@pytest.mark.parametrize("message", [0, 1])  # the turn's user prompt, a model response
+def test_prism_null_content_names_row_and_field(tmp_path, message):
+    rows = _prism_rows()
+    rows[3]["conversation_history"][message]["content"] = None
+    with pytest.raises(RecordError, match=rf"row 3: conversation_history\[{message}\]: field 'content' is None"):
+        build_prism(_write_jsonl(tmp_path / "prism.jsonl", rows))
+
+
+def test_prism_null_conversation_history_names_row_and_field(tmp_path):
+    rows = _prism_rows()
+    rows[3]["conversation_history"] = None
+    with pytest.raises(RecordError, match=r"row 3: field 'conversation_history' is None"):
+        build_prism(_write_jsonl(tmp_path / "prism.jsonl", rows))
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _pair_key(record):
+    return record["eval_prompt"], frozenset((record["eval_chosen"], record["eval_rejected"]))
+
+
+def test_uf_duplicated_pair_rows_never_put_a_test_pair_in_train(tmp_path):
+    rows = _rows(PAIRS)
+    swapped = [{**row, "chosen": row["rejected"], "rejected": row["chosen"]} for row in rows]
+    doubled = _write_jsonl(tmp_path / "pairs.jsonl", rows + rows + swapped)  # each pair three times
+    records = build_ultrafeedback("uf-p-2", doubled, RATINGS, test_fraction=0.3)
+    train = {_pair_key(r) for r in records if r["split"] == "train"}
+    test = {_pair_key(r) for r in records if r["split"] == "test"}
+    assert test and not train & test
+    assert records == _uf()  # the copies are dropped, the first of each pair is kept as it was
+
+
+@pytest.mark.parametrize(
+    "source, change, match",
+    [
+        ("ratings", lambda rows: rows[2].update(instruction=None), r"row 2: field 'instruction' is None"),
+        ("ratings", lambda rows: rows[2].update(completions=None), r"row 2: field 'completions' is None"),
+        ("ratings", lambda rows: rows[2]["completions"][1].pop("response"), r"row 2 completion 1: field 'response'"),
+        (
+            "ratings",
+            lambda rows: rows[2]["completions"][1].update(response=None),
+            r"row 2 completion 1: field 'response' is None",
+        ),
+        ("pairs", lambda rows: rows[2].update(prompt=None), r"row 2: field 'prompt' is None"),
+        (
+            "pairs",
+            lambda rows: rows[2]["chosen"][-1].update(content=None),
+            r"row 2: field 'chosen\[-1\].content' is None",
+        ),
+    ],
+    ids=["null-instruction", "null-completions", "missing-response", "null-response", "null-prompt", "null-content"],
+)
+def test_uf_null_or_missing_field_names_row_and_field(tmp_path, source, change, match):
+    rows = _rows(RATINGS if source == "ratings" else PAIRS)
+    change(rows)
+    bad = _write_jsonl(tmp_path / f"{source}.jsonl", rows)
+    pairs, ratings = (PAIRS, bad) if source == "ratings" else (bad, RATINGS)
+    with pytest.raises(RecordError, match=match):
+        build_ultrafeedback("uf-p-2", pairs, ratings)
+
+
+@pytest.mark.parametrize("rating", ["99", "0", "6", "NaN", "inf", "-1"])
+def test_uf_rating_outside_1_to_5_names_row_and_field(tmp_path, rating):
+    rows = _rows(RATINGS)
+    rows[2]["completions"][1]["annotations"]["helpfulness"]["Rating"] = rating
+    bad = _write_jsonl(tmp_path / "ratings.jsonl", rows)
+    with pytest.raises(RecordError, match=r"row 2 completion 1: field 'annotations.helpfulness.Rating': .* 1 to 5"):
+        build_ultrafeedback("uf-p-2", PAIRS, bad)
+
+
+@pytest.mark.parametrize("content", ["", "\n\n"], ids=["empty", "blank-lines"])
+@pytest.mark.parametrize("which", ["pairs", "ratings", "prism"])
+def test_empty_data_file_is_named(tmp_path, which, content):
+    empty = tmp_path / f"{which}.jsonl"
+    empty.write_text(content)
+    with pytest.raises(RecordError, match=re.escape(f"{empty}: the file is empty")):
+        if which == "prism":
+            build_prism(empty)
+        else:
+            build_ultrafeedback("uf-p-2", *((empty, RATINGS) if which == "pairs" else (PAIRS, empty)))

@@ -89,3 +89,55 @@ def test_loading_a_tiny_model_leaves_the_callers_rng_alone():
     torch.manual_seed(123)
     models.load_backbone("tiny-encoder", device="cpu")
     assert torch.equal(torch.rand(3), expected)
+
+
+def _local_folder(path, model, tokenizer=None):
+    """``model`` (and ``tokenizer``, if given) saved as a local model folder, as a user would hand one over."""
+    model.save_pretrained(path)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("load", [models.load_tokenizer, models.load_backbone])
+def test_local_folder_without_tokenizer_files_is_refused(tmp_path, tiny_encoder, load):
+    folder = _local_folder(tmp_path / "encoder", tiny_encoder[0])  # config.json + model.safetensors only
+    with pytest.raises(models.ModelNotAvailableError) as info:
+        load(str(folder))  # before: a 5-token tokenizer that gives every text the same ids
+    message = str(info.value)
+    assert f"local folder {folder} has no tokenizer files" in message and "tokenizer.json" in message
+
+
+def test_tokenizer_of_only_special_tokens_is_refused(tmp_path, tiny_encoder):
+    folder = _local_folder(tmp_path / "encoder", tiny_encoder[0])
+    (folder / "vocab.txt").write_text("")  # a vocabulary file with no vocabulary
+    with pytest.raises(models.ModelNotAvailableError, match="has only its 5 special tokens"):
+        models.load_tokenizer(str(folder))
+
+
+def test_local_folder_with_its_tokenizer_loads_and_tells_texts_apart(tmp_path, tiny_encoder):
+    folder = _local_folder(tmp_path / "encoder", *tiny_encoder)
+    model, tokenizer = models.load_backbone(str(folder), device="cpu")
+    assert tokenizer("I love dogs.").input_ids != tokenizer("Tax law is complex.").input_ids
+    assert models.hidden_size(str(folder)) == model.config.hidden_size
+
+
+@pytest.mark.parametrize(
+    "fixture, load, broken_file, content, error",
+    [
+        ("tiny_encoder", models.load_backbone, "model.safetensors", "garbage", "SafetensorError"),
+        ("tiny_chat_lm", models.load_causal_lm, "model.safetensors", "garbage", "SafetensorError"),
+        ("tiny_encoder", models.load_backbone, "config.json", "{not json", "not a valid JSON file"),
+    ],
+    ids=["encoder-weights", "causal-lm-weights", "encoder-config"],
+)
+def test_local_folder_that_fails_to_load_reports_the_real_error(
+    tmp_path, request, fixture, load, broken_file, content, error
+):
+    folder = _local_folder(tmp_path / "model", *request.getfixturevalue(fixture))
+    (folder / broken_file).write_text(content)
+    with pytest.raises(models.ModelNotAvailableError) as info:
+        load(str(folder), device="cpu")
+    message = str(info.value)
+    assert f"from the local folder {folder}" in message and error in message
+    assert "not a local folder" not in message

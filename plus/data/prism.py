@@ -2,7 +2,9 @@
 
 Each conversation has a ``user_id``, a ``conversation_id`` and a ``conversation_history``: a list of turns'
 messages ``{"turn", "role" ("user" or "model"), "content", "score", "if_chosen", ...}``; in every turn the user
-rated several model responses (1-100) and chose one to continue with.
+rated several model responses (1-100) and chose one to continue with. A score may be a number or a numeric string
+("85"); a score that is not a number, or not in 1-100, is refused, as are rows without a ``user_id`` or
+``conversation_id`` and messages whose ``content`` is not text (a `RecordError` names the row and the field).
 
 - Pairs of a conversation: in each turn, the user's message is the prompt, the chosen response (``if_chosen``) is
   ``chosen`` and every response of the same turn with a strictly lower score is a ``rejected`` (ties dropped).
@@ -33,21 +35,49 @@ from plus.data.ultrafeedback import load_table
 logger = logging.getLogger(__name__)
 
 PRISM_HUB = "HannahRoseKirk/prism-alignment"
+SCORE_RANGE: tuple[float, float] = (1.0, 100.0)
+"""PRISM's rating scale: users score each model response from 1 to 100."""
+
+
+def message_score(message: dict, where: str) -> float | None:
+    """A model message's ``score`` as a float, or None when it is unrated (null). Numeric strings ("85") are
+    converted, so scores never compare as text; anything else, NaN included, or a score outside `SCORE_RANGE`
+    raises `RecordError` naming ``where`` and the field."""
+    value = message.get("score")
+    if value is None:
+        return None
+    low, high = SCORE_RANGE
+    problem = f"is {value!r}; expected a number from {low:g} to {high:g} (or null when unrated)"
+    if isinstance(value, bool):
+        raise RecordError(f"{where}: field 'score' {problem}")
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        raise RecordError(f"{where}: field 'score' {problem}") from None
+    if not low <= score <= high:  # False for NaN too
+        raise RecordError(f"{where}: field 'score' {problem}")
+    return score
 
 
 def conversation_pairs(history: list[dict], where: str) -> list[tuple[int, int, dict, float]]:
     """``(turn, rejected index, {"prompt", "chosen", "rejected"}, score gap)`` for every strictly-ordered pair of a
     conversation history; an error names ``where`` and the broken field."""
+    if not isinstance(history, list):
+        raise RecordError(f"{where}: field 'conversation_history' is {history!r:.80}; expected a list of messages")
     turns: dict[int, dict] = defaultdict(lambda: {"prompt": None, "models": []})
     for m, message in enumerate(history):
         try:
             turn, role, content = int(message["turn"]), message["role"], message["content"]
         except (KeyError, TypeError, ValueError):
             raise RecordError(f"{where}: conversation_history[{m}] needs 'turn', 'role' and 'content'") from None
+        if not isinstance(content, str):
+            raise RecordError(f"{where}: conversation_history[{m}]: field 'content' is {content!r:.80}; expected text")
         if role == "user":
             turns[turn]["prompt"] = content
         elif role == "model":
-            turns[turn]["models"].append(message)
+            turns[turn]["models"].append(
+                {**message, "score": message_score(message, f"{where}: conversation_history[{m}]")}
+            )
         else:
             raise RecordError(f"{where}: conversation_history[{m}]: field 'role' is {role!r}; expected user or model")
     out = []
@@ -85,6 +115,9 @@ def build_prism(
         for field in ("user_id", "conversation_id", "conversation_history"):
             if field not in row:
                 raise RecordError(f"{where}: field {field!r} missing (PRISM conversations schema)")
+        for field in ("user_id", "conversation_id"):  # a file where some rows lack the field loads it as None
+            if row[field] is None or str(row[field]).strip() == "":
+                raise RecordError(f"{where}: field {field!r} is {row[field]!r}; every conversation needs one")
         pairs = conversation_pairs(row["conversation_history"], where)
         if pairs:
             by_user[str(row["user_id"])].append((str(row["conversation_id"]), pairs))

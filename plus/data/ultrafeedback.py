@@ -4,7 +4,9 @@
    chat-message lists whose last assistant turn is the response).
 2. Ratings: ``openbmb/UltraFeedback`` (``instruction`` and ``completions``, each completion with ``response`` and
    ``annotations[dimension]["Rating"]``, a string "1"-"5" or "N/A"), joined on (prompt, response text) after
-   stripping whitespace. A pair whose prompt or either response has no rating row is dropped.
+   stripping whitespace. A pair whose prompt or either response has no rating row is dropped; a pair that repeats
+   an earlier one (same prompt and the same two responses, in either order) is dropped, so a copy of a test pair
+   can never be a train pair.
 3. A user = one rating dimension (``helpfulness``, ``honesty``, ``instruction_following``, ``truthfulness``).
    A pair with "N/A" for any of the population's dimensions is dropped; otherwise each user prefers the response
    with the higher rating, ties broken by a fair coin (``random.Random(seed)``, in pair order).
@@ -17,12 +19,14 @@ pairs of the same user from the *train* split (its history; never the target its
 None (real annotations); ``pair_id`` is the pair's index in the argilla set.
 
 Sources are hub ids or local copies: a folder `datasets.load_dataset` understands, or one ``.json``/``.jsonl``/
-``.parquet``/``.csv`` file.
+``.parquet``/``.csv`` file. A source without rows, a null or missing field, or a rating that is neither "N/A" nor
+a number in 1-5 raises `RecordError` naming the file, the row and the field.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from pathlib import Path
 
@@ -37,10 +41,24 @@ UF_POPULATION_DIMENSIONS: dict[str, tuple[str, ...]] = {
     "uf-p-2": ("helpfulness", "honesty"),
     "uf-p-4": UF_DIMENSIONS,
 }
+UF_RATING_RANGE: tuple[float, float] = (1.0, 5.0)
+"""openbmb/UltraFeedback's per-dimension rating scale ("1"-"5"; "N/A" where a rating does not apply)."""
+
+
+def _is_blank(path: Path) -> bool:
+    """True for a file that holds nothing but whitespace (read until its first other byte)."""
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 16), b""):
+            if chunk.strip():
+                return False
+    return True
 
 
 def load_table(source: str | Path, config_name: str | None = None, split: str = "train"):
-    """A `datasets.Dataset` from a hub id, a local folder, or one data file (.json/.jsonl/.parquet/.csv)."""
+    """A `datasets.Dataset` from a hub id, a local folder, or one data file (.json/.jsonl/.parquet/.csv).
+
+    A source without rows raises `RecordError` naming it (`datasets` itself fails on an empty file with a bare
+    StopIteration)."""
     import datasets
 
     path = Path(source)
@@ -48,8 +66,21 @@ def load_table(source: str | Path, config_name: str | None = None, split: str = 
     if path.is_file():
         if path.suffix not in suffixes:
             raise ValueError(f"{path}: unsupported data file type {path.suffix!r}; use one of {sorted(suffixes)}")
-        return datasets.load_dataset(suffixes[path.suffix], data_files=str(path), split=split)
-    return datasets.load_dataset(str(source), config_name, split=split)
+        if _is_blank(path):
+            raise RecordError(f"{path}: the file is empty (no rows)")
+        table = datasets.load_dataset(suffixes[path.suffix], data_files=str(path), split=split)
+    else:
+        table = datasets.load_dataset(str(source), config_name, split=split)
+    if len(table) == 0:
+        raise RecordError(f"{source}: no rows (split {split!r})")
+    return table
+
+
+def _text(value, where: str, field: str) -> str:
+    """``value`` when it is a string; otherwise (null, a missing field, a number) a `RecordError`."""
+    if not isinstance(value, str):
+        raise RecordError(f"{where}: field {field!r} is {value!r:.80}; expected text")
+    return value
 
 
 def _response(messages, where: str, field: str) -> str:
@@ -57,7 +88,7 @@ def _response(messages, where: str, field: str) -> str:
         return messages
     if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
         raise RecordError(f"{where}: field {field!r}: expected a list of chat messages, got {messages!r:.80}")
-    return messages[-1].get("content") or ""
+    return _text(messages[-1].get("content"), where, f"{field}[-1].content")
 
 
 def _rating(completion: dict, dimension: str, where: str) -> float | None:
@@ -67,10 +98,15 @@ def _rating(completion: dict, dimension: str, where: str) -> float | None:
         raise RecordError(f"{where}: field 'annotations.{dimension}.Rating' missing") from None
     if value in ("N/A", None, ""):
         return None
+    low, high = UF_RATING_RANGE
+    problem = f"field 'annotations.{dimension}.Rating': not a number from {low:g} to {high:g} or N/A: {value!r}"
     try:
-        return float(value)
-    except ValueError:
-        raise RecordError(f"{where}: field 'annotations.{dimension}.Rating': not a number or N/A: {value!r}") from None
+        rating = float(value)
+    except (TypeError, ValueError):
+        rating = math.nan
+    if isinstance(value, bool) or not low <= rating <= high:  # the comparison is False for NaN too
+        raise RecordError(f"{where}: {problem}")
+    return rating
 
 
 def _oriented(pair: dict, user: str) -> dict:
@@ -103,22 +139,34 @@ def build_ultrafeedback(
         where = f"{ratings_source} row {i}"
         if "instruction" not in row or "completions" not in row:
             raise RecordError(f"{where}: needs fields 'instruction' and 'completions' (openbmb/UltraFeedback schema)")
-        for j, completion in enumerate(row["completions"]):
-            ratings[(row["instruction"].strip(), completion["response"].strip())] = {
+        instruction, completions = _text(row["instruction"], where, "instruction").strip(), row["completions"]
+        if not isinstance(completions, list):
+            raise RecordError(f"{where}: field 'completions' is {completions!r:.80}; expected a list of completions")
+        for j, completion in enumerate(completions):
+            if not isinstance(completion, dict):
+                raise RecordError(f"{where} completion {j}: expected a dict with 'response' and 'annotations'")
+            response = _text(completion.get("response"), f"{where} completion {j}", "response").strip()
+            ratings[(instruction, response)] = {
                 d: _rating(completion, d, f"{where} completion {j}") for d in dimensions
             }
     coin = random.Random(seed)
-    pairs, unmatched, missing, agreed = [], 0, 0, 0
+    pairs, unmatched, missing, agreed, duplicates = [], 0, 0, 0, 0
+    seen: set[tuple[str, str, str]] = set()
     for i, row in enumerate(load_table(preferences_source)):
         where = f"{preferences_source} row {i}"
         for field in ("prompt", "chosen", "rejected"):
             if field not in row:
                 raise RecordError(f"{where}: field {field!r} missing (argilla UltraFeedback schema)")
-        prompt = row["prompt"].strip()
+        prompt = _text(row["prompt"], where, "prompt").strip()
         a, b = _response(row["chosen"], where, "chosen").strip(), _response(row["rejected"], where, "rejected").strip()
         if not (prompt and a and b) or a == b:
             unmatched += 1
             continue
+        key = (prompt, *sorted((a, b)))
+        if key in seen:  # a copy could land in test while the original trains
+            duplicates += 1
+            continue
+        seen.add(key)
         ra, rb = ratings.get((prompt, a)), ratings.get((prompt, b))
         if ra is None or rb is None:
             unmatched += 1
@@ -134,10 +182,11 @@ def build_ultrafeedback(
         if max_pairs is not None and len(pairs) >= max_pairs:
             break
     logger.info(
-        "UltraFeedback %s: %d disagreeing pairs kept; %d unmatched, %d with N/A, %d agreed dropped",
+        "UltraFeedback %s: %d disagreeing pairs kept; %d unmatched, %d duplicates, %d with N/A, %d agreed dropped",
         name,
         len(pairs),
         unmatched,
+        duplicates,
         missing,
         agreed,
     )
