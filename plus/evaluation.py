@@ -301,9 +301,10 @@ def benchmark_config(profile_name: str, **changes) -> BenchmarkConfig:
       for a 2-core laptop: 256 training records, 400 per held-out split (>= 200 contested pairs on Pets), only
       the paper table's splits (``test``, ``test_ood``), 8 epochs (128 steps) for the text methods, 30 for
       vpl/pal at lr 1e-3, on Pets-OOD and UF-P-4 (UF-P-2, the easier two-user population, is left out for
-      time: its runs take as long as UF-P-4's), less the runs of `CPU_SKIP`. Fewer trainable blocks or epochs leave Oracle near
-      BTL on Pets (measured: 2 blocks x 6 epochs 74.5%, head only 67.0%; 4 blocks x 8 epochs 98.3%): its two
-      descriptions differ only in word order, which the mean-pooled bottom blocks do not separate;
+      time: its runs take as long as UF-P-4's), less the runs of `CPU_SKIP`. Fewer trainable blocks or epochs
+      leave Oracle near BTL on Pets (measured: 2 blocks x 6 epochs 74.5%, head only 67.0%; 4 blocks x 8 epochs
+      98.3%): its two descriptions differ only in word order, which the mean-pooled bottom blocks do not
+      separate;
     - gpu: the paper's models and reward-model learning rate (Qwen2.5-0.5B-Instruct RM, 9e-6), 1 epoch."""
     from plus.config import get_profile
 

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plus.artifacts import read_json
-from plus.evaluation import REPORTED_PLUS_TABLE, format_interval
-from plus.factorization.experiment import REPORTED_ATTRIBUTES
+from plus.baselines import method_label
+from plus.evaluation import PAPER_COLUMNS, REPORTED_PLUS_TABLE, format_interval
+from plus.factorization.experiment import METHOD_KEYS, REPORTED_ATTRIBUTES
 
 CEILING = 0.95
 """Rule ``ceiling``: the mean accuracy that counts as "at the ceiling"."""
@@ -68,72 +69,46 @@ def _pref(metric: str, method: str, k: int) -> float | None:
     return REPORTED_ATTRIBUTES.get(metric, {}).get(method, {}).get(k)
 
 
-def _rm(method: str, dataset: str = "pets-ood", split: str = "test", subset: str = "contested") -> Cell:
-    return Cell("03_reward_models", dataset, split, subset, method)
+def _rm(method: str, column: str) -> Cell:
+    """Notebook 03's contested-pairs cell of ``method`` in the paper's column ``column`` (`PAPER_COLUMNS`)."""
+    dataset, split = PAPER_COLUMNS[column]
+    return Cell("03_reward_models", dataset, split, "contested", method)
 
 
-def _new_user(method: str, metric: str) -> Cell:
-    return Cell("05_pref_factorization", "attributes", "test_new_users", "all", method, metric)
+def _table_claim(claim: str, rule: str, column: str, *methods: str) -> Claim:
+    """A PLUS-table claim about ``methods`` in ``column``, with the paper's value for each."""
+    cells = tuple(_rm(method, column) for method in methods)
+    return Claim("PLUS", claim, rule, cells, tuple(_plus(method_label(m), column) for m in methods))
+
+
+def _new_user_claim(claim: str, metric: str, k: int, first: str, second: str) -> Claim:
+    """A PReF claim that ``first`` beats ``second`` on a new user's ``metric`` after ``k`` answers (notebook 05)."""
+    labels = {key: label for label, key in METHOD_KEYS.items()}
+    cells = tuple(
+        Cell("05_pref_factorization", "attributes", "test_new_users", "all", m, f"{metric}@{k}")
+        for m in (first, second)
+    )
+    return Claim("PReF", claim, "above", cells, tuple(_pref(metric, labels[m], k) for m in (first, second)))
 
 
 CLAIMS: tuple[Claim, ...] = (
-    Claim(
-        "PLUS",
-        "A user-blind BT model is at chance on the pairs Pets users disagree on",
-        "chance",
-        (_rm("btl"),),
-        (_plus("BTL", "Pets"),),
+    _table_claim("A user-blind BT model is at chance on the pairs Pets users disagree on", "chance", "Pets", "btl"),
+    _table_claim(
+        "The true user description (Oracle) puts the reward model at the ceiling on Pets", "ceiling", "Pets", "oracle"
     ),
-    Claim(
-        "PLUS",
-        "The true user description (Oracle) puts the reward model at the ceiling on Pets",
-        "ceiling",
-        (_rm("oracle"),),
-        (_plus("Oracle", "Pets"),),
-    ),
-    Claim(
-        "PLUS",
-        "In-context learning (ICL) reaches the ceiling on Pets",
-        "ceiling",
-        (_rm("icl"),),
-        (_plus("ICL", "Pets"),),
-    ),
-    Claim("PLUS", "VPL reaches the ceiling on Pets", "ceiling", (_rm("vpl"),), (_plus("VPL", "Pets"),)),
-    Claim(
-        "PLUS",
-        "PLUS-untrained (frozen summarizer) beats BTL on Pets",
-        "above",
-        (_rm("plus-untrained"), _rm("btl")),
-        (_plus("PLUS-untrained", "Pets"), _plus("BTL", "Pets")),
-    ),
-    Claim(
-        "PLUS",
+    _table_claim("In-context learning (ICL) reaches the ceiling on Pets", "ceiling", "Pets", "icl"),
+    _table_claim("VPL reaches the ceiling on Pets", "ceiling", "Pets", "vpl"),
+    _table_claim("PLUS-untrained (frozen summarizer) beats BTL on Pets", "above", "Pets", "plus-untrained", "btl"),
+    _table_claim(
         "ICL beats BTL on Pets-OOD (users who prefer animals no training user ranked)",
         "above",
-        (_rm("icl", split="test_ood"), _rm("btl", split="test_ood")),
-        (_plus("ICL", "Pets-OOD"), _plus("BTL", "Pets-OOD")),
+        "Pets-OOD",
+        "icl",
+        "btl",
     ),
-    Claim(
-        "PLUS",
-        "Oracle beats BTL on UF-P-4",
-        "above",
-        (_rm("oracle", "uf-p-4-synthetic"), _rm("btl", "uf-p-4-synthetic")),
-        (_plus("Oracle", "UF-P-4"), _plus("BTL", "UF-P-4")),
-    ),
-    Claim(
-        "PLUS",
-        "Oracle beats BTL on UF-P-2",
-        "above",
-        (_rm("oracle", "uf-p-2-synthetic"), _rm("btl", "uf-p-2-synthetic")),
-        (_plus("Oracle", "UF-P-2"), _plus("BTL", "UF-P-2")),
-    ),
-    Claim(
-        "PLUS",
-        "VPL is no better than BTL on UF-P-4",
-        "same",
-        (_rm("vpl", "uf-p-4-synthetic"), _rm("btl", "uf-p-4-synthetic")),
-        (_plus("VPL", "UF-P-4"), _plus("BTL", "UF-P-4")),
-    ),
+    _table_claim("Oracle beats BTL on UF-P-4", "above", "UF-P-4", "oracle", "btl"),
+    _table_claim("Oracle beats BTL on UF-P-2", "above", "UF-P-2", "oracle", "btl"),
+    _table_claim("VPL is no better than BTL on UF-P-4", "same", "UF-P-4", "vpl", "btl"),
     Claim(
         "PLUS",
         "PLUS (trained summarizer) beats PLUS-untrained on UF-P-2",
@@ -157,40 +132,22 @@ CLAIMS: tuple[Claim, ...] = (
         "above",
         offline_blocker="GPT-4o as generator and judge",
     ),
-    Claim(
-        "PReF",
+    _new_user_claim(
         "After 10 answers PReF (active questions) ranks a new user's pairs better than one BT model",
-        "above",
-        (_new_user("pref-active", "auc@10"), _new_user("btl", "auc@10")),
-        (_pref("auc", "PReF (active)", 10), _pref("auc", "Single BT", 10)),
+        "auc",
+        10,
+        "pref-active",
+        "btl",
     ),
-    Claim(
-        "PReF",
-        "Active questions beat random ones at 40 answers",
-        "above",
-        (_new_user("pref-active", "auc@40"), _new_user("pref-random", "auc@40")),
-        (_pref("auc", "PReF (active)", 40), _pref("auc", "PReF (random)", 40)),
-    ),
-    Claim(
-        "PReF",
-        "After 10 answers PReF beats VPL",
-        "above",
-        (_new_user("pref-active", "auc@10"), _new_user("vpl", "auc@10")),
-        (_pref("auc", "PReF (active)", 10), None),
-    ),
-    Claim(
-        "PReF",
-        "After 10 answers PReF beats PAL",
-        "above",
-        (_new_user("pref-active", "auc@10"), _new_user("pal", "auc@10")),
-        (_pref("auc", "PReF (active)", 10), None),
-    ),
-    Claim(
-        "PReF",
+    _new_user_claim("Active questions beat random ones at 40 answers", "auc", 40, "pref-active", "pref-random"),
+    _new_user_claim("After 10 answers PReF beats VPL", "auc", 10, "pref-active", "vpl"),
+    _new_user_claim("After 10 answers PReF beats PAL", "auc", 10, "pref-active", "pal"),
+    _new_user_claim(
         "Best-of-N by the new user's PReF reward beats one BT model's (win rate vs default, 10 answers)",
-        "above",
-        (_new_user("pref-active", "win_rate@10"), _new_user("btl", "win_rate@10")),
-        (_pref("win_rate", "PReF (active)", 10), _pref("win_rate", "Single BT", 10)),
+        "win_rate",
+        10,
+        "pref-active",
+        "btl",
     ),
     Claim(
         "PReF",

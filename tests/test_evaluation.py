@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from table_rows import table_row
 from toy_users import mirrored_test_records
 
 from plus.artifacts import read_json, write_table
@@ -140,33 +141,17 @@ def test_table_rows_follow_the_results_format_and_bad_rows_are_refused(tmp_path)
         write_table(tmp_path / "bad.json", [{"dataset": "pets"}])
 
 
-def _row(dataset, split, subset, method, mean, half_width=0.02):
-    return {
-        "dataset": dataset,
-        "split": split,
-        "subset": subset,
-        "method": method,
-        "metric": "accuracy",
-        "mean": mean,
-        "ci_low": mean - half_width,
-        "ci_high": mean + half_width,
-        "n": 200,
-        "seeds": [0, 1, 2],
-        "reported": None,
-    }
-
-
 def test_sanity_bars_hold_fail_or_cannot_be_checked_from_table_rows():
     pets = ("pets-ood", "test")
     rows = [
-        _row(*pets, "all", "oracle", 0.97),
-        _row(*pets, "all", "btl", 0.73),
-        _row(*pets, "contested", "btl", 0.50),
-        _row(*pets, "contested", "oracle", 0.95),
-        _row(*pets, "contested", "icl", 0.60),  # above BTL, but not by FAR_ABOVE
-        _row("uf-p-4-synthetic", "test", "all", "oracle", 0.60),
-        _row("uf-p-4-synthetic", "test", "all", "btl", 0.59),  # overlapping intervals
-        _row("uf-p-4-synthetic", "test", "contested", "btl", 0.40),
+        table_row(*pets, "all", "oracle", 0.97),
+        table_row(*pets, "all", "btl", 0.73),
+        table_row(*pets, "contested", "btl", 0.50),
+        table_row(*pets, "contested", "oracle", 0.95),
+        table_row(*pets, "contested", "icl", 0.60),  # above BTL, but not by FAR_ABOVE
+        table_row("uf-p-4-synthetic", "test", "all", "oracle", 0.60),
+        table_row("uf-p-4-synthetic", "test", "all", "btl", 0.59),  # overlapping intervals
+        table_row("uf-p-4-synthetic", "test", "contested", "btl", 0.40),
     ]
     bars = sanity_bars(rows).set_index(["bar", "column"])["holds"]
     assert bars[("Oracle >= 95%", "Pets")] is True
@@ -177,7 +162,9 @@ def test_sanity_bars_hold_fail_or_cannot_be_checked_from_table_rows():
     assert bars[("BTL at chance on contested", "UF-P-4")] is False
     assert bars[("Oracle far above BTL on contested", "Pets")] is True
     assert bars[("ICL far above BTL on contested", "Pets")] is False
-    assert sanity_bars([_row(*pets, "all", "oracle", 0.90)]).set_index("bar").loc["Oracle >= 95%", "holds"] is False
+    assert (
+        sanity_bars([table_row(*pets, "all", "oracle", 0.90)]).set_index("bar").loc["Oracle >= 95%", "holds"] is False
+    )
 
 
 def test_skipped_runs_must_lie_in_the_product_and_do_not_change_fingerprints():

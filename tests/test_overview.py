@@ -1,25 +1,14 @@
 """The results overview: verdicts computed from table.json rows, never typed."""
 
 import pytest
+from table_rows import table_row
 
 from plus.artifacts import write_table
 from plus.overview import CLAIMS, Cell, Claim, overview_rows, read_tables, verdict
 
 
-def _row(cell: Cell, mean: float, half_width: float = 0.02) -> dict:
-    return {
-        "dataset": cell.dataset,
-        "split": cell.split,
-        "subset": cell.subset,
-        "method": cell.method,
-        "metric": cell.metric,
-        "mean": mean,
-        "ci_low": mean - half_width,
-        "ci_high": mean + half_width,
-        "n": 200,
-        "seeds": [0, 1, 2],
-        "reported": None,
-    }
+def _row(cell: Cell, mean: float) -> dict:
+    return table_row(cell.dataset, cell.split, cell.subset, cell.method, mean, metric=cell.metric)
 
 
 A, B = (
