@@ -223,3 +223,14 @@ def overview_rows(tables: dict[str, list[dict]]) -> list[dict]:
             }
         )
     return out
+
+
+def notebook_durations(book_notebooks: str | Path) -> dict[str, float]:
+    """{notebook stem: seconds} of each executed notebook in ``book_notebooks``, as papermill recorded it
+    (``metadata.papermill.duration``); notebooks without the record are left out."""
+    durations = {}
+    for path in sorted(Path(book_notebooks).glob("[0-9]*.ipynb")):
+        seconds = read_json(path).get("metadata", {}).get("papermill", {}).get("duration")
+        if seconds is not None:
+            durations[path.stem] = float(seconds)
+    return durations

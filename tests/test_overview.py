@@ -4,7 +4,7 @@ import pytest
 from table_rows import table_row
 
 from plus.artifacts import write_table
-from plus.overview import CLAIMS, Cell, Claim, overview_rows, read_tables, verdict
+from plus.overview import CLAIMS, Cell, Claim, notebook_durations, overview_rows, read_tables, verdict
 
 
 def _row(cell: Cell, mean: float) -> dict:
@@ -55,3 +55,11 @@ def test_overview_reads_every_table_and_covers_every_claim(tmp_path):
         == sum(1 for claim in CLAIMS if not claim.offline_blocker) - 2
     )
     assert all(len(claim.reported) in (0, len(claim.cells)) or claim.offline_blocker for claim in CLAIMS)
+
+
+def test_notebook_durations_are_read_from_papermill_metadata(tmp_path):
+    import json
+
+    (tmp_path / "01_a.ipynb").write_text(json.dumps({"metadata": {"papermill": {"duration": 12.5}}, "cells": []}))
+    (tmp_path / "02_b.ipynb").write_text(json.dumps({"metadata": {}, "cells": []}))
+    assert notebook_durations(tmp_path) == {"01_a": 12.5}
