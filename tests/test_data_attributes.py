@@ -147,3 +147,14 @@ def test_bad_population_and_sizes_are_errors():
         build_dataset("pets-xl")
     with pytest.raises(ValueError, match="num_pairs"):
         build_pref_attributes(num_answers=40, num_heldout=10, num_pairs=20)
+
+
+def test_the_pref_population_is_mirror_symmetric_so_one_bt_model_has_nothing_to_rank():
+    from plus.data.attributes import pole_profile, pref_users
+
+    profiles = [pole_profile(*user) for user in pref_users()]
+    totals = {}
+    for profile in profiles:
+        for attribute, weight in profile.items():
+            totals[attribute] = totals.get(attribute, 0.0) + weight
+    assert len(profiles) == 84 and all(abs(total) < 1e-12 for total in totals.values())
