@@ -247,3 +247,17 @@ def test_empty_data_file_is_named(tmp_path, which, content):
             build_prism(empty)
         else:
             build_ultrafeedback("uf-p-2", *((empty, RATINGS) if which == "pairs" else (PAIRS, empty)))
+
+
+def test_prism_if_chosen_as_strings_gives_the_same_records_and_junk_names_the_field(tmp_path):
+    rows = _prism_rows()
+    for row in rows:
+        for message in row["conversation_history"]:
+            if "if_chosen" in message and message["if_chosen"] is not None:
+                message["if_chosen"] = "true" if message["if_chosen"] else "false"  # "false" is truthy as text
+    strings = build_prism(_write_jsonl(tmp_path / "prism.jsonl", rows), seed=0, new_user_fraction=0.2)
+    assert strings == build_prism(PRISM, seed=0, new_user_fraction=0.2)
+    model = next(m for m in rows[3]["conversation_history"] if m["role"] == "model")
+    model["if_chosen"] = "maybe"
+    with pytest.raises(RecordError, match=r"row 3.*field 'if_chosen' is 'maybe'"):
+        build_prism(_write_jsonl(tmp_path / "junk.jsonl", rows), seed=0, new_user_fraction=0.2)

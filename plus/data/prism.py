@@ -59,6 +59,20 @@ def message_score(message: dict, where: str) -> float | None:
     return score
 
 
+def message_chosen(message: dict, where: str) -> bool:
+    """A model message's ``if_chosen`` as a bool: true/false, 1/0, or the strings "true"/"false"/"1"/"0" (any
+    case), missing or null = False; anything else raises `RecordError` naming ``where`` and the field (a string
+    "false" must not count as chosen)."""
+    value = message.get("if_chosen")
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    raise RecordError(f"{where}: field 'if_chosen' is {value!r}; expected true or false")
+
+
 def conversation_pairs(history: list[dict], where: str) -> list[tuple[int, int, dict, float]]:
     """``(turn, rejected index, {"prompt", "chosen", "rejected"}, score gap)`` for every strictly-ordered pair of a
     conversation history; an error names ``where`` and the broken field."""
@@ -76,7 +90,11 @@ def conversation_pairs(history: list[dict], where: str) -> list[tuple[int, int, 
             turns[turn]["prompt"] = content
         elif role == "model":
             turns[turn]["models"].append(
-                {**message, "score": message_score(message, f"{where}: conversation_history[{m}]")}
+                {
+                    **message,
+                    "score": message_score(message, f"{where}: conversation_history[{m}]"),
+                    "if_chosen": message_chosen(message, f"{where}: conversation_history[{m}]"),
+                }
             )
         else:
             raise RecordError(f"{where}: conversation_history[{m}]: field 'role' is {role!r}; expected user or model")
