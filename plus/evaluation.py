@@ -260,6 +260,11 @@ class BenchmarkConfig:
     `plus.reward_model.FrozenFeatureCache` per data set (computed once, without dropout) instead of recomputing
     them every epoch, seed and method."""
 
+    @property
+    def grid(self) -> set[str]:
+        """Every "data set:method" of the product `datasets` x `methods` (what `skip` may name)."""
+        return {f"{dataset}:{method}" for dataset in self.datasets for method in self.methods}
+
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
@@ -270,8 +275,7 @@ class BenchmarkConfig:
             raise ValueError(f"BenchmarkConfig.splits must be among {EVAL_SPLITS}, got {self.splits}")
         if self.num_train < 1 or self.num_test < 1:
             raise ValueError(f"BenchmarkConfig needs positive sizes, got {self.num_train}, {self.num_test}")
-        product = {f"{dataset}:{method}" for dataset in self.datasets for method in self.methods}
-        stray = [entry for entry in self.skip if entry not in product]
+        stray = [entry for entry in self.skip if entry not in self.grid]
         if stray:
             raise ValueError(f"BenchmarkConfig.skip has entries {stray} outside the product of datasets x methods")
 
@@ -342,8 +346,7 @@ def benchmark_config(profile_name: str, **changes) -> BenchmarkConfig:
     )
     config = replace(config, **changes)
     if profile.name == "cpu" and "skip" not in changes:  # those of CPU_SKIP that the chosen runs include
-        product = {f"{dataset}:{method}" for dataset in config.datasets for method in config.methods}
-        config = replace(config, skip=tuple(entry for entry in CPU_SKIP if entry in product))
+        config = replace(config, skip=tuple(entry for entry in CPU_SKIP if entry in config.grid))
     return config
 
 
@@ -451,16 +454,21 @@ def format_interval(row: dict) -> str:
     return f"{100 * row['mean']:.1f} [{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
 
 
-def _cell(rows: Sequence[dict], dataset: str, split: str, subset: str, method: str) -> dict | None:
-    """The one ``table.json`` row of (data set, split, subset, method), or None when that run is absent."""
-    found = [
-        row
-        for row in rows
-        if (row["dataset"], row["split"], row["subset"], row["method"]) == (dataset, split, subset, method)
-    ]
-    return found[0] if found else None
+def find_row(
+    rows: Sequence[dict], dataset: str, split: str, subset: str, method: str, metric: str = "accuracy"
+) -> dict | None:
+    """The one ``table.json`` row of (data set, split, subset, method, metric), or None when it is absent."""
+    keys = (dataset, split, subset, method, metric)
+    for row in rows:
+        if (row["dataset"], row["split"], row["subset"], row["method"], row["metric"]) == keys:
+            return row
+    return None
 
 
+CEILING = 0.95
+"""Accuracy that counts as "at the ceiling" (the Oracle sanity bar; the overview's ``ceiling`` claims)."""
+CHANCE_BAND = 0.05
+"""How far from 50% a mean may lie and still count as chance (BTL on contested pairs)."""
 FAR_ABOVE = 0.20
 """How far (accuracy) a method that reads the true user signal must clear BTL on contested pairs, lower bound
 of its interval against the upper bound of BTL's, for the sanity bar "far above BTL"."""
@@ -493,22 +501,25 @@ def sanity_bars(rows: Sequence[dict], columns: dict[str, tuple[str, str]] = PAPE
     out = []
     pets = columns.get("Pets")
     if pets:
-        oracle = _cell(rows, *pets, "all", "oracle")
-        out.append(bar("Oracle >= 95%", "Pets", oracle, ">= 0.95", oracle and oracle["mean"] >= 0.95))
+        oracle = find_row(rows, *pets, "all", "oracle")
+        out.append(bar("Oracle >= 95%", "Pets", oracle, f">= {CEILING}", oracle and oracle["mean"] >= CEILING))
     for column, (dataset, split) in columns.items():
         if split != "test":  # new users or shifted preferences: Oracle may not generalise, which is a finding
             continue
-        oracle, btl = _cell(rows, dataset, split, "all", "oracle"), _cell(rows, dataset, split, "all", "btl")
+        oracle, btl = find_row(rows, dataset, split, "all", "oracle"), find_row(rows, dataset, split, "all", "btl")
         holds = None if btl is None or oracle is None else oracle["ci_low"] > btl["ci_high"]
         threshold = "lower bound > BTL's upper bound" + ("" if btl is None else f" ({btl['ci_high']:.3f})")
         out.append(bar("Oracle clearly above BTL", column, oracle if btl else None, threshold, holds))
     for column, (dataset, split) in columns.items():
-        btl = _cell(rows, dataset, split, "contested", "btl")
-        out.append(bar("BTL at chance on contested", column, btl, "0.45-0.55", btl and 0.45 <= btl["mean"] <= 0.55))
+        btl = find_row(rows, dataset, split, "contested", "btl")
+        near = btl and abs(btl["mean"] - 0.5) <= CHANCE_BAND
+        out.append(
+            bar("BTL at chance on contested", column, btl, f"{0.5 - CHANCE_BAND:.2f}-{0.5 + CHANCE_BAND:.2f}", near)
+        )
     if pets:
-        btl = _cell(rows, *pets, "contested", "btl")
+        btl = find_row(rows, *pets, "contested", "btl")
         for method in ("oracle", "icl"):
-            cell = _cell(rows, *pets, "contested", method)
+            cell = find_row(rows, *pets, "contested", method)
             holds = None if btl is None or cell is None else cell["ci_low"] >= btl["ci_high"] + FAR_ABOVE
             threshold = f"lower bound >= BTL's upper bound + {FAR_ABOVE:.2f}"
             out.append(
@@ -536,12 +547,8 @@ def interval_table(
     for method in methods:
         row = {}
         for column, (dataset, split) in columns.items():
-            cell = _cell(rows, dataset, split, subset, method)
-            row[(column, "ours")] = (
-                ""
-                if cell is None
-                else f"{100 * cell['mean']:.1f} [{100 * cell['ci_low']:.1f}, {100 * cell['ci_high']:.1f}]"
-            )
+            cell = find_row(rows, dataset, split, subset, method)
+            row[(column, "ours")] = "" if cell is None else format_interval(cell)
             reported = REPORTED_PLUS_TABLE.get(method_label(method), {}).get(column)
             row[(column, "reported")] = "" if reported is None or subset != "contested" else f"{reported:.1f}"
         table[method_label(method)] = row

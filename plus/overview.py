@@ -23,13 +23,8 @@ from pathlib import Path
 
 from plus.artifacts import read_json
 from plus.baselines import method_label
-from plus.evaluation import PAPER_COLUMNS, REPORTED_PLUS_TABLE, format_interval
+from plus.evaluation import CEILING, CHANCE_BAND, PAPER_COLUMNS, REPORTED_PLUS_TABLE, find_row, format_interval
 from plus.factorization.experiment import METHOD_KEYS, REPORTED_ATTRIBUTES
-
-CEILING = 0.95
-"""Rule ``ceiling``: the mean accuracy that counts as "at the ceiling"."""
-CHANCE_BAND = 0.05
-"""Rule ``chance``: how far from 50% a mean may lie and still count as chance."""
 
 
 @dataclass(frozen=True)
@@ -170,17 +165,13 @@ def read_tables(results_root: str | Path) -> dict[str, list[dict]]:
     return {path.parent.name: read_json(path) for path in sorted(Path(results_root).glob("*/table.json"))}
 
 
-def find_row(tables: dict[str, list[dict]], cell: Cell) -> dict | None:
+def find_cell(tables: dict[str, list[dict]], cell: Cell) -> dict | None:
     """The ``table.json`` row of ``cell``, or None when its notebook wrote no such row."""
-    keys = (cell.dataset, cell.split, cell.subset, cell.method, cell.metric)
-    for row in tables.get(cell.notebook, []):
-        if (row["dataset"], row["split"], row["subset"], row["method"], row["metric"]) == keys:
-            return row
-    return None
+    return find_row(tables.get(cell.notebook, []), cell.dataset, cell.split, cell.subset, cell.method, cell.metric)
 
 
 def verdict(claim: Claim, rows: list[dict | None]) -> str:
-    """The claim's verdict from its rows (`find_row`, in the order of ``claim.cells``)."""
+    """The claim's verdict from its rows (`find_cell`, in the order of ``claim.cells``)."""
     if claim.offline_blocker:
         return "needs data or models not available offline"
     if any(row is None for row in rows):
@@ -206,7 +197,7 @@ def overview_rows(tables: dict[str, list[dict]]) -> list[dict]:
     """One row per claim: paper, claim, reported, ours (mean [95% interval], %), n and seeds, verdict, page."""
     out = []
     for claim in CLAIMS:
-        rows = [find_row(tables, cell) for cell in claim.cells]
+        rows = [find_cell(tables, cell) for cell in claim.cells]
         reported = [f"{100 * value:.1f}" if value is not None else "-" for value in claim.reported]
         ours = [format_interval(row) if row else "-" for row in rows]
         sizes = sorted({f"n={row['n']}, {len(row['seeds'])} seeds" for row in rows if row})
