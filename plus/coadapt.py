@@ -51,7 +51,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -256,6 +256,53 @@ class CoadaptConfig:
         return cls(**payload)
 
 
+def coadapt_config(profile_name: str, **changes: Any) -> CoadaptConfig:
+    """The loop at a profile's scale (`plus.config.PROFILES`: models, summary cap, reward-model input cap), then
+    ``changes``.
+
+    - smoke: the tiny models, every block trained, one rollout batch of 8 contexts, lr 1e-3: checks that it runs;
+    - cpu: sized for a 2-core laptop. SmolLM2-135M-Instruct with LoRA (rank 16) on its top 8 blocks at lr 1e-3;
+      RLOO with 4 summaries per context (no critic to warm up in a run of a few hundred batches); temperature 0.7
+      (SmolLM2-135M writes noise at 1.0); the assistant turn prefilled with the marker and "This user prefers
+      responses about" (left to start on its own it rarely writes about the user); 24 summary tokens after it;
+      8 contexts per rollout batch; the MiniLM reward model with its top 4 blocks trained at lr 1e-3 (the
+      reward-model benchmark's setting, `plus.evaluation.benchmark_config`) and 4 passes per rollout batch;
+    - gpu: the paper's (the `CoadaptConfig` defaults: PPO with a separate critic, full fine-tuning, actor lr
+      5e-7, rollout 256 / train 128, temperature 1, no prefix) with the profile's models and summary cap."""
+    from plus.config import get_profile
+
+    profile = get_profile(profile_name)
+    reward_model = RewardModelConfig(backbone=profile.reward_model, max_length=profile.max_length)
+    config = CoadaptConfig(
+        summarizer_model=profile.summarizer_model,
+        reward_model=reward_model,
+        max_summary_tokens=profile.max_summary_tokens,
+    )
+    if profile.name in ("smoke", "cpu"):
+        cpu = profile.name == "cpu"
+        config = replace(
+            config,
+            reward_model=replace(reward_model, num_trainable_layers=4 if cpu else None),
+            rollout_batch_size=8,
+            train_batch_size=8,
+            max_steps=None if cpu else 1,
+            max_summary_tokens=24 if cpu else profile.max_summary_tokens,
+            estimator="rloo",
+            num_samples=4,
+            temperature=0.7,
+            prefill_marker=True,
+            summary_prefix="This user prefers responses about",
+            lora=True,
+            lora_top_layers=8 if cpu else None,
+            separate_critic=False,
+            actor_lr=1e-3,
+            critic_lr=1e-3,
+            reward_lr=1e-3,
+            reward_epochs=4,
+        )
+    return replace(config, **changes)
+
+
 @dataclass
 class RolloutBatch:
     """One rollout: N = B records x K samples each (K = 1 for PPO), Q prompt tokens, S summary tokens."""
@@ -440,6 +487,21 @@ def _optimizer(params: list[nn.Parameter], lr: float, config: CoadaptConfig) -> 
 # --- the three stages of one rollout batch --------------------------------------------------------------------
 
 
+RewardFn = Callable[[list[dict], list[str]], torch.Tensor]
+"""``reward_fn(records, summaries) -> (N,)``: the summarizer's reward for each summary of its record."""
+Probe = Callable[[nn.Module, PreTrainedTokenizerBase], dict[str, float]]
+"""``probe(policy, tokenizer) -> metrics`` of the summarizer as it is (held-out curves)."""
+
+
+def _checked_rewards(rewards: torch.Tensor, size: int) -> torch.Tensor:
+    rewards = torch.as_tensor(rewards, dtype=torch.float32).cpu()
+    if rewards.shape != (size,):
+        raise ValueError(f"reward_fn returned shape {tuple(rewards.shape)} for {size} summaries; expected ({size},)")
+    if not torch.isfinite(rewards).all():
+        raise ValueError(f"reward_fn returned non-finite rewards: {rewards.tolist()}")
+    return rewards
+
+
 def _check_records(records: Sequence[dict], names: Sequence[str], what: str) -> None:
     for index, record in enumerate(records):
         for name in names:
@@ -495,9 +557,11 @@ def collect_rollout(
     tokenizer: PreTrainedTokenizerBase,
     records: Sequence[dict],
     accelerator: Accelerator,
+    reward_fn: RewardFn | None = None,
 ) -> tuple[RolloutBatch, dict[str, float]]:
-    """Steps 1 and 2 (and the PPO bookkeeping): sample summaries, score them with the reward model as it is now,
-    compute log-probs, reference log-probs, values, token rewards and advantages. Returns the batch and timings:
+    """Steps 1 and 2 (and the PPO bookkeeping): sample summaries, score them with the reward model as it is now
+    (or with ``reward_fn``, see `train_plus`), compute log-probs, reference log-probs, values, token rewards and
+    advantages. Returns the batch and timings:
     ``perf/tokens_per_second`` (of the generation), ``perf/generation_seconds``, ``perf/scoring_seconds`` and
     ``perf/logprob_seconds`` (the log-prob, reference and critic passes)."""
     samples = config.samples_per_context
@@ -525,8 +589,14 @@ def collect_rollout(
     began = time.perf_counter()
     # Step 2: the reward model as it was BEFORE this batch's update (eval mode, no grad).
     repeated = [records[i] for i in record_index]
-    margins = score_summaries(scorer, generated.texts, repeated, "reward", config.micro_batch_size)  # (N,)
-    scores = F.logsigmoid(margins).clamp(-config.reward_clip, config.reward_clip)  # (N,)
+    if reward_fn is None:
+        margins = score_summaries(scorer, generated.texts, repeated, "reward", config.micro_batch_size)  # (N,)
+        scores = F.logsigmoid(margins).clamp(-config.reward_clip, config.reward_clip)  # (N,)
+    else:  # a known reward (controls): its sign stands in for the margin's
+        scores = _checked_rewards(reward_fn(repeated, generated.texts), len(repeated)).clamp(
+            -config.reward_clip, config.reward_clip
+        )
+        margins = scores
     perf["perf/scoring_seconds"] = time.perf_counter() - began
     batch = RolloutBatch(
         record_index=record_index,
@@ -952,6 +1022,9 @@ def train_plus(
     accelerator: Accelerator | None = None,
     on_rollout: Callable[[int, list[dict], RolloutBatch], None] | None = None,
     progress: bool = True,
+    reward_fn: RewardFn | None = None,
+    probe: Probe | None = None,
+    probe_every: int = 10,
 ) -> CoadaptResult:
     """Co-adapt the summarizer and the reward model on the ``train`` ``records`` (the module docstring gives the
     algorithm). Resumes from ``output_dir/checkpoint`` when one is there.
@@ -960,6 +1033,11 @@ def train_plus(
     differentiable ``score(summaries, prompts, responses) -> (B,)`` works. ``stop_after`` ends this call after
     that many rollout batches in total (a simulated interruption; the run resumes from the checkpoint written
     then). ``on_rollout(step, records, batch)`` sees every rollout batch before the updates (tests, inspection).
+
+    Controls: ``reward_fn(records, summaries)`` replaces the reward model's reward for the summarizer (a known
+    reward, e.g. `plus.control.pets_reward`; the reward model still trains unless ``train_reward_model`` is
+    False). ``probe(policy, tokenizer)`` measures the summarizer before the first rollout batch, every
+    ``probe_every`` batches and after the last; its rows go to ``probe.jsonl`` with their ``step``.
     Writes ``metrics.jsonl``, the sampled summaries with their rewards (``rollouts.jsonl``), TensorBoard events
     under ``tensorboard/``, ``config.json``, the final trainable weights (``final/``) and checkpoints."""
     _check_records(records, RECORD_FIELDS, "train")
@@ -1023,7 +1101,7 @@ def train_plus(
         start = load_checkpoint(found, config, prepared_modules, optimizers, schedulers, accelerator, digest)
         logger.info("Resumed from %s at step %d", found, start)
     if accelerator.is_main_process:  # rows a killed run logged after its last checkpoint are written again
-        for log in ("metrics.jsonl", "rollouts.jsonl"):
+        for log in ("metrics.jsonl", "rollouts.jsonl", "probe.jsonl"):
             cut_log_after(output_dir / log, start)
     if accelerator.is_main_process:
         write_json(output_dir / "config.json", asdict(config))
@@ -1035,13 +1113,27 @@ def train_plus(
         tensorboard = SummaryWriter(str(output_dir / "tensorboard"))
 
     stop = num_steps if stop_after is None else min(stop_after, num_steps)
+    if probe_every < 1:
+        raise ValueError(f"probe_every must be a positive number of rollout batches, got {probe_every}")
+    probes = MetricsWriter(output_dir / "probe.jsonl") if probe is not None and accelerator.is_main_process else None
+
+    def run_probe(step: int) -> None:
+        if probes is not None:
+            began_probe = time.perf_counter()
+            measured = probe(accelerator.unwrap_model(policy), tokenizer)
+            probes.write(step, measured | {"perf/probe_seconds": time.perf_counter() - began_probe})
+
+    if start == 0:
+        run_probe(0)
     began = time.perf_counter()
     bar = tqdm(range(start, stop), desc="PLUS", disable=not (progress and accelerator.is_main_process))
     for step in bar:
         step_began = time.perf_counter()
         batch_records = _step_records(records, step, config, accelerator)
         # (1) sample summaries; (2) score them with the reward model BEFORE its update.
-        batch, perf = collect_rollout(config, policy, reference, critic, scorer, tokenizer, batch_records, accelerator)
+        batch, perf = collect_rollout(
+            config, policy, reference, critic, scorer, tokenizer, batch_records, accelerator, reward_fn
+        )
         if on_rollout is not None:
             on_rollout(step, batch_records, batch)
         metrics = _rollout_metrics(batch, config)
@@ -1079,6 +1171,8 @@ def train_plus(
                 tensorboard.add_scalar(key, value, step + 1)
         bar.set_postfix(reward=f"{metrics['summarizer/reward']:.3f}", rm_acc=metrics.get("reward_model/accuracy"))
         done = step + 1
+        if done % probe_every == 0 or done == num_steps:
+            run_probe(done)
         if done == stop or (config.checkpoint_every and done % config.checkpoint_every == 0):
             save_checkpoint(checkpoint, done, config, prepared_modules, optimizers, schedulers, accelerator, digest)
     if tensorboard is not None:

@@ -89,6 +89,7 @@ class SampledTokens:
     summary_states: torch.Tensor | None  # (N, S - 1, H) the same at summary tokens 0 .. S-2 (the last is never read)
     seconds: float  # wall time of the prefill and decode
     final_hidden: torch.Tensor | None = None  # (N, S, H) last hidden state (final norm applied) predicting each token
+    first_logprobs: torch.Tensor | None = None  # (N, V) the tempered log-softmax the first token is drawn from
 
 
 def end_mask(tokens: torch.Tensor, end_ids: list[int]) -> torch.Tensor:
@@ -131,13 +132,15 @@ def sample_tokens(
     do_sample: bool = True,
     keep_states_at: int | None = None,
     keep_final_hidden: bool = False,
+    keep_first_distribution: bool = False,
 ) -> SampledTokens:
     """Sample ``num_samples`` continuations of each left-padded query (B, Q): one prefill per query, its keys and
     values repeated once into a preallocated buffer for the samples, one decode loop for all rows that writes each
     new token's keys in place, logits at the last position only. The first token is never an end token (at least
     one generated token, as ``min_new_tokens=1``). With ``do_sample=False``, greedy. ``keep_states_at`` = b keeps
     the input of block b (0: the embeddings) for `summary_logits`; ``keep_final_hidden`` the last hidden state at
-    every summary position (a value head reads it).
+    every summary position (a value head reads it); ``keep_first_distribution`` the whole distribution of the
+    first token (what the summarizer would write first, read without sampling).
 
     The log-probs and entropies returned are those of the distribution each token was drawn from (the logits at
     ``temperature``, before the end tokens are masked at the first step), as a plain forward over
@@ -170,8 +173,11 @@ def sample_tokens(
     ends = torch.tensor(end_ids, device=logits.device)
     done = torch.zeros(rows, dtype=torch.bool, device=logits.device)
     tokens, logprobs, entropies, states = [], [], [], []
+    first = None
     for step in range(max_new_tokens):
         tempered = (logits / temperature).log_softmax(-1)  # (N, V) the distribution tokens are drawn from
+        if step == 0 and keep_first_distribution:
+            first = tempered
         probs = tempered.exp()
         weights = probs.index_fill(1, ends, 0.0) if step == 0 else probs  # at least one token before an end
         if not do_sample:
@@ -213,6 +219,7 @@ def sample_tokens(
         summary_states=summary_states,
         seconds=time.perf_counter() - began,
         final_hidden=torch.cat(finals, 1) if keep_final_hidden else None,
+        first_logprobs=first,
     )
 
 

@@ -87,6 +87,8 @@ class GeneratedSummaries:
     """(N, S) entropy of the tempered distribution at each summary position (None: plain path)."""
     final_hidden: torch.Tensor | None = None
     """(N, S, H) last hidden state predicting each summary token (only with ``keep_final_hidden``)."""
+    first_logprobs: torch.Tensor | None = None
+    """(N, V) log-probs of the first summary token at the sampling temperature (``keep_first_distribution``)."""
 
     @property
     def response_lengths(self) -> torch.Tensor:
@@ -186,6 +188,7 @@ def generate_summaries(
     keep_states_at: int | None = None,
     keep_final_hidden: bool = False,
     plain: bool = False,
+    keep_first_distribution: bool = False,
 ) -> GeneratedSummaries:
     """Sample (or, with ``do_sample=False``, greedily decode) ``num_samples`` summaries per context; the samples of
     a context are consecutive rows of the result.
@@ -208,8 +211,11 @@ def generate_summaries(
             f"max_new_tokens, batch_size and num_samples must be >= 1, got {max_new_tokens}, {batch_size}, "
             f"{num_samples}"
         )
-    if plain and (keep_states_at is not None or keep_final_hidden):
-        raise ValueError("keep_states_at and keep_final_hidden need the shared-prefix sampler (plain=False)")
+    if plain and (keep_states_at is not None or keep_final_hidden or keep_first_distribution):
+        raise ValueError(
+            "keep_states_at, keep_final_hidden and keep_first_distribution need the shared-prefix sampler "
+            "(plain=False)"
+        )
     prompts = build_queries(tokenizer, contexts, prefill_marker, summary_prefix)
     prefill = assistant_prefill(prefill_marker, summary_prefix)
     device = next(model.parameters()).device
@@ -241,6 +247,7 @@ def generate_summaries(
                 do_sample,
                 keep_states_at,
                 keep_final_hidden,
+                keep_first_distribution,
             )
             for encoded in batches
         ]
@@ -270,6 +277,8 @@ def generate_summaries(
     if not plain:
         generated.logprobs = _stack_padded([p.logprobs for p in parts], width, side="right")
         generated.entropy = _stack_padded([p.entropy for p in parts], width, side="right")
+    if keep_first_distribution:
+        generated.first_logprobs = torch.cat([p.first_logprobs.cpu() for p in parts])
     if keep_final_hidden:
         generated.final_hidden = _stack_padded([p.final_hidden for p in parts], width, side="right")
     if keep_states_at is not None:
@@ -320,6 +329,12 @@ def _generate_plain(
     return SampledTokens(generated.masked_fill(mask == 0, pad_id), mask, empty, empty, None, None, seconds)
 
 
+def first_token_ids(tokenizer: PreTrainedTokenizerBase, words: list[list[str]]) -> torch.Tensor:
+    """(N, k): the first token of each word, read with a leading space (as a word that follows a prefix)."""
+    first = [[tokenizer(f" {word}", add_special_tokens=False).input_ids[0] for word in row] for row in words]
+    return torch.tensor(first)
+
+
 @torch.no_grad()
 def next_word_probs(
     model: PreTrainedModel,
@@ -339,9 +354,7 @@ def next_word_probs(
             f"words needs one list of the same length per context, got {len(words)} lists for "
             f"{len(contexts)} contexts, of lengths {sorted({len(w) for w in words})}"
         )
-    ids = torch.tensor(
-        [[tokenizer(f" {word}", add_special_tokens=False).input_ids[0] for word in row] for row in words]
-    )  # (N, k)
+    ids = first_token_ids(tokenizer, words)  # (N, k)
     prompts = build_queries(tokenizer, contexts, prefill_marker, summary_prefix)
     device = next(model.parameters()).device
     batches = _encoded_batches(tokenizer, prompts, batch_size, device, "next_word_probs")
@@ -349,7 +362,8 @@ def next_word_probs(
     model.eval()
     probs = []
     for encoded, batch_ids in zip(batches, ids.split(batch_size), strict=True):
-        last = model(**encoded).logits[:, -1].float()  # (b, V): left padding puts every prompt's end last
+        # (b, V): left padding puts every prompt's end last
+        last = model(**encoded, logits_to_keep=1).logits[:, -1].float()
         probs.append((last / temperature).softmax(-1).cpu().gather(1, batch_ids))
     if was_training:
         model.train()

@@ -1,0 +1,301 @@
+"""The RL control on Pets: can RL teach this summarizer to name the user's animal, and where between a clean
+reward and the full PLUS loop does the signal get lost?
+
+Every rung of the ladder is the same loop (`plus.coadapt.train_plus`) on the same contexts, with the same
+held-out probe (`pets_probe`); only the summary's length and the summarizer's reward change:
+
+- ``first-word``: one token after the prefix ("This user prefers responses about"), reward +1 / -1 / 0 when it
+  names the user's own contested animal / the other one / neither (ground truth, `pets_reward`);
+- ``ground-truth``: whole summaries, the same reward from the animal the summary names first;
+- ``frozen-rm``: whole summaries, the reward of a frozen reward model that reads summaries (trained on ideal
+  one-animal summaries, `ideal_reward_model`): log sigmoid of its margin on the record's pair, as in PLUS;
+- ``plus``: whole summaries and the co-trained reward model (PLUS itself).
+
+The ground-truth reward needs no pair: it says whether the summary carries the one fact that separates the
+two Pets users. The reward model's reward carries it only on contested pairs (half of them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from plus.artifacts import read_metrics
+from plus.coadapt import CoadaptConfig, CoadaptResult, Probe, RewardScorer, score_summaries, train_plus
+from plus.data.pets import animal_named_first, contested_animals, ideal_summary
+from plus.summarizer import first_token_ids, generate_summaries
+
+RUNGS: tuple[str, ...] = ("first-word", "ground-truth", "frozen-rm", "plus")
+NAMED: tuple[str, ...] = ("own", "other", "neither")
+REWARD_OF_NAMED = {"own": 1.0, "other": -1.0, "neither": 0.0}
+
+
+def _profile(record: dict) -> dict[str, int]:
+    try:
+        return record["ground_truth"]["profile"]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"record {record.get('user_id')!r} has no ground_truth.profile: the Pets controls need Pets records"
+        ) from None
+
+
+def pets_reward(records: Sequence[dict], summaries: Sequence[str]) -> torch.Tensor:
+    """(N,): +1 when the summary names the user's own contested animal first, -1 the other one, 0 neither
+    (`plus.data.pets.animal_named_first`)."""
+    if len(records) != len(summaries):
+        raise ValueError(f"{len(records)} records for {len(summaries)} summaries")
+    return torch.tensor(
+        [REWARD_OF_NAMED[animal_named_first(z, _profile(r))] for r, z in zip(records, summaries, strict=True)]
+    )
+
+
+def rung_config(config: CoadaptConfig, rung: str) -> CoadaptConfig:
+    """``config`` as a rung runs it: ``first-word`` writes one token; the two rungs with a known or frozen
+    reward leave the reward model as it is (``train_reward_model=False``); ``plus`` trains both."""
+    if rung not in RUNGS:
+        raise ValueError(f"Unknown rung {rung!r}; choose one of {RUNGS}")
+    if rung == "plus":
+        return replace(config, train_reward_model=True)
+    changes = {"max_summary_tokens": 1} if rung == "first-word" else {}
+    return replace(config, train_reward_model=False, **changes)
+
+
+def ideal_records(records: Sequence[dict], prefix: str) -> list[dict]:
+    """The records with the user description replaced by the ideal summary in the summarizer's own form
+    (`plus.data.pets.ideal_summary`: "<prefix> dogs." for the helpful user), for a reward model trained on what
+    a perfect Pets summarizer would write (the Oracle method reads the description)."""
+    return [
+        {**r, "ground_truth": {**r["ground_truth"], "description": ideal_summary(_profile(r), prefix)}}
+        for r in records
+    ]
+
+
+def pets_probe(
+    records: Sequence[dict],
+    config: CoadaptConfig,
+    reward_model: nn.Module | None = None,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> Probe:
+    """A `plus.coadapt.Probe` on held-out Pets ``records`` (the summarizer's prefix, temperature and length from
+    ``config``). Its metrics:
+
+    - ``first_word/own``, ``first_word/other``: the mean probability that the first word after the prefix is the
+      user's own / the other contested animal; ``first_word/accuracy``: the share of contexts where own > other;
+    - ``named/own``, ``named/other``, ``named/neither``: which of the two animals one summary sampled per context
+      (seeded, so every probe draws with the same noise) names first;
+    - with ``reward_model``: ``heldout/accuracy`` (all eval pairs) and ``heldout/contested_accuracy`` when it
+      reads those summaries.
+
+    The probe leaves torch's global RNG as it found it, so the training run does not depend on it."""
+    if not records:
+        raise ValueError("pets_probe needs at least one held-out record")
+    contexts = [r["context"] for r in records]
+    animals = [[f"{animal}s" for animal in contested_animals(_profile(r))] for r in records]
+    contested = np.array([bool(r.get("contested")) for r in records])
+    text = {"prefill_marker": config.prefill_marker, "summary_prefix": config.summary_prefix}
+
+    def probe(policy: nn.Module, tokenizer: PreTrainedTokenizerBase) -> dict[str, float]:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            generated = generate_summaries(
+                policy, tokenizer, contexts, max_new_tokens=config.max_summary_tokens,
+                temperature=config.temperature, top_p=config.top_p, batch_size=batch_size,
+                keep_first_distribution=True, **text,
+            )  # fmt: skip
+        # (N, 2): own, other. The first token's distribution before sampling (end tokens not yet masked).
+        probs = generated.first_logprobs.gather(1, first_token_ids(tokenizer, animals)).exp()
+        named = [animal_named_first(z, _profile(r)) for r, z in zip(records, generated.texts, strict=True)]
+        metrics = {
+            "first_word/own": float(probs[:, 0].mean()),
+            "first_word/other": float(probs[:, 1].mean()),
+            "first_word/accuracy": float((probs[:, 0] > probs[:, 1]).float().mean()),
+        }
+        metrics |= {f"named/{label}": float(np.mean([n == label for n in named])) for label in NAMED}
+        if reward_model is not None:
+            margins = score_summaries(RewardScorer(reward_model), generated.texts, records, "eval", batch_size)
+            correct = (margins > 0).numpy()
+            metrics["heldout/accuracy"] = float(correct.mean())
+            if contested.any():
+                metrics["heldout/contested_accuracy"] = float(correct[contested].mean())
+        return metrics
+
+    return probe
+
+
+def run_rung(
+    rung: str,
+    config: CoadaptConfig,
+    records: Sequence[dict],
+    output_dir: str | Path,
+    probe: Probe,
+    frozen_reward_model: nn.Module | None = None,
+    probe_every: int = 10,
+) -> CoadaptResult:
+    """Train one rung (`rung_config`) on the train ``records``, probing every ``probe_every`` rollout batches;
+    resumes from ``output_dir``'s checkpoint. ``frozen-rm`` needs ``frozen_reward_model``."""
+    config = rung_config(config, rung)
+    reward_fn = pets_reward if rung in ("first-word", "ground-truth") else None
+    reward_model = None
+    if rung == "frozen-rm":
+        if frozen_reward_model is None:
+            raise ValueError("the frozen-rm rung needs frozen_reward_model (e.g. one trained on ideal summaries)")
+        reward_model = frozen_reward_model
+    return train_plus(
+        config, records, output_dir, reward_model=reward_model, reward_fn=reward_fn, probe=probe,
+        probe_every=probe_every,
+    )  # fmt: skip
+
+
+def named_shares(rollouts: Sequence[dict], profiles: dict[str, dict[str, int]]) -> pd.DataFrame:
+    """Per rollout batch (index ``step``), the share of the sampled summaries (`rollouts.jsonl` rows) that name
+    the user's own contested animal first, the other one, or neither (columns `NAMED`)."""
+    if not rollouts:
+        return pd.DataFrame(columns=list(NAMED), dtype=float)
+    frame = pd.DataFrame(list(rollouts))
+    missing = sorted(set(frame["user_id"]) - set(profiles))
+    if missing:
+        raise ValueError(f"no profile for users {missing} of the rollouts")
+    frame["named"] = [
+        animal_named_first(z, profiles[u]) for z, u in zip(frame["summary"], frame["user_id"], strict=True)
+    ]
+    shares = pd.crosstab(frame["step"], frame["named"], normalize="index")
+    return shares.reindex(columns=list(NAMED), fill_value=0.0)
+
+
+def read_curves(output_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A rung's training metrics (``metrics.jsonl``, per rollout batch) and its probe rows (``probe.jsonl``), each
+    indexed by ``step``."""
+    output_dir = Path(output_dir)
+    metrics = pd.DataFrame(read_metrics(output_dir / "metrics.jsonl")).set_index("step")
+    probes = pd.DataFrame(read_metrics(output_dir / "probe.jsonl")).set_index("step")
+    return metrics, probes
+
+
+def steps_to_plateau(curve: pd.Series, window: int = 3, tolerance: float = 0.05) -> int | None:
+    """The first step (index of ``curve``) from which the curve stays within ``tolerance`` of its plateau, the
+    mean of its last ``window`` points. None when there is no plateau to tell: fewer than ``window`` + 1 points,
+    or last points that are not within ``tolerance`` of their mean (still rising or falling)."""
+    curve = curve.dropna().sort_index()
+    if len(curve) <= window:
+        return None
+    plateau = curve.iloc[-window:].mean()
+    within = ((curve - plateau).abs() <= tolerance).to_numpy()
+    if not within[-window:].all():
+        return None
+    outside = np.flatnonzero(~within)
+    return int(curve.index[outside[-1] + 1 if len(outside) else 0])
+
+
+# --- the ladder as one experiment: data, reward model and probe shared by the CLI and notebook 04_rl_control -----
+
+STEPS: dict[str, dict[str, int]] = {
+    "smoke": {"first-word": 2, "ground-truth": 2, "frozen-rm": 2, "plus": 2},
+    "cpu": {"first-word": 60, "ground-truth": 120, "frozen-rm": 120, "plus": 120},
+    "gpu": {"first-word": 200, "ground-truth": 400, "frozen-rm": 400, "plus": 400},
+}
+"""Rollout batches per rung at each profile (the first word learns in far fewer)."""
+SIZES: dict[str, dict[str, int]] = {
+    "smoke": {"num_train": 16, "num_test": 8},
+    "cpu": {"num_train": 256, "num_test": 64},
+    "gpu": {"num_train": 1024, "num_test": 256},
+}
+"""Pets records: ``num_train`` to train on, ``num_test`` held out for the probe (half of them contested)."""
+
+
+@dataclass
+class Ladder:
+    """What every rung of one profile shares: the loop's config, the records, the ideal-summary reward model
+    and the held-out probe."""
+
+    profile: str
+    config: CoadaptConfig
+    train: list[dict]
+    test: list[dict]
+    ideal_reward_model: nn.Module
+    probe: Probe
+    output_dir: Path
+
+    def steps(self, rung: str) -> int:
+        return STEPS[self.profile][rung]
+
+    def rung_dir(self, rung: str) -> Path:
+        return self.output_dir / rung
+
+    def run(self, rung: str, probe_every: int | None = None) -> CoadaptResult:
+        """Train (or resume, or reload when done) ``rung`` into ``output_dir/<rung>``."""
+        steps = self.steps(rung)
+        per_episode = len(self.train) // self.config.rollout_batch_size
+        config = replace(
+            self.config, max_steps=steps, num_episodes=math.ceil(steps / per_episode), checkpoint_every=10
+        )
+        every = probe_every or max(1, steps // 12)
+        return run_rung(rung, config, self.train, self.rung_dir(rung), self.probe, self.ideal_reward_model, every)
+
+
+def ideal_reward_model(
+    config: CoadaptConfig, records: Sequence[dict], output_dir: str | Path, epochs: int = 8, seed: int = 0
+) -> nn.Module:
+    """The Oracle reward model trained on `ideal_records` (what a perfect summarizer would write), with the
+    reward-model benchmark's cpu setting (lr 1e-3 for backbone and head, 8 epochs, batch 8); cached in
+    ``output_dir/checkpoint`` and loaded from there when present."""
+    from plus.baselines import BaselineConfig, build_method, load_method
+    from plus.train import TrainConfig, train_reward_model
+
+    output_dir = Path(output_dir)
+    if (output_dir / "checkpoint" / "config.json").exists():
+        return load_method(output_dir / "checkpoint").model
+    method = build_method(BaselineConfig("oracle", reward_model=config.reward_model), seed=seed)
+    train = TrainConfig(
+        learning_rate=config.reward_lr, head_learning_rate=config.reward_lr, batch_size=8, num_epochs=epochs,
+        seed=seed,
+    )  # fmt: skip
+    train_reward_model(method, ideal_records(records, config.summary_prefix), train, output_dir)
+    return method.model
+
+
+def ladder(profile: str, output_dir: str | Path, seed: int = 0) -> Ladder:
+    """The control ladder at ``profile`` (`plus.coadapt.coadapt_config`, `SIZES`) on Pets, writing under
+    ``output_dir``: the ideal-summary reward model in ``ideal-rm/`` (trained once), each rung in ``<rung>/``."""
+    from plus.coadapt import coadapt_config
+    from plus.data.registry import build_dataset
+
+    if profile not in SIZES:
+        raise ValueError(f"Unknown profile {profile!r} for the control ladder; choose one of {sorted(SIZES)}")
+    output_dir = Path(output_dir)
+    config = coadapt_config(profile, seed=seed)
+    records = build_dataset("pets", seed=seed, **SIZES[profile])
+    train = [r for r in records if r["split"] == "train"]
+    test = [r for r in records if r["split"] == "test"]
+    reward_model = ideal_reward_model(config, train, output_dir / "ideal-rm", epochs=1 if profile == "smoke" else 8)
+    reward_model.requires_grad_(False)
+    probe = pets_probe(test, config, reward_model, batch_size=config.micro_batch_size, seed=seed)
+    return Ladder(profile, config, train, test, reward_model, probe, output_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m plus.control RUNG [RUNG ...] --profile cpu --output-dir results/cpu/04_rl_control``: train
+    the rungs in turn (resuming from their checkpoints), as notebook 04_rl_control does."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m plus.control", description=main.__doc__)
+    parser.add_argument("rungs", nargs="+", choices=RUNGS)
+    parser.add_argument("--profile", default="cpu", choices=sorted(SIZES))
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    experiment = ladder(args.profile, args.output_dir, args.seed)
+    for rung in args.rungs:
+        experiment.run(rung)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from plus.coadapt import CoadaptConfig, coadapt_config, train_plus
+from plus.control import (
+    RUNGS,
+    ideal_records,
+    named_shares,
+    pets_probe,
+    pets_reward,
+    read_curves,
+    rung_config,
+    steps_to_plateau,
+)
+from plus.data.pets import contested_animals
+from plus.data.registry import build_dataset
+from plus.reward_model import RewardModelConfig
+from plus.summarizer import next_word_probs
+
+
+@pytest.fixture(scope="module")
+def pets():
+    return build_dataset("pets", seed=0, num_train=8, num_test=4)
+
+
+def _summaries(records, label):
+    words = {"own": 0, "other": 1}
+    if label == "neither":
+        return ["This user prefers responses about fish." for _ in records]
+    return [
+        f"This user prefers responses about {contested_animals(r['ground_truth']['profile'])[words[label]]}s."
+        for r in records
+    ]
+
+
+def _config(**changes) -> CoadaptConfig:
+    values = dict(
+        summarizer_model="tiny-chat-lm",
+        reward_model=RewardModelConfig(backbone="tiny-encoder", max_length=64),
+        rollout_batch_size=4,
+        train_batch_size=4,
+        micro_batch_size=4,
+        max_summary_tokens=3,
+        estimator="rloo",
+        num_samples=2,
+        separate_critic=False,
+        warmup_ratio=0.0,
+        num_episodes=2,
+        train_reward_model=False,
+        summary_prefix="This user prefers responses about",
+        prefill_marker=True,
+    )
+    return CoadaptConfig(**(values | changes))
+
+
+@pytest.mark.parametrize(("label", "reward"), [("own", 1.0), ("other", -1.0), ("neither", 0.0)])
+def test_pets_reward_scores_the_animal_named_first(pets, label, reward):
+    assert pets_reward(pets, _summaries(pets, label)).tolist() == [reward] * len(pets)
+
+
+def test_pets_reward_reads_only_the_first_animal_named(pets):
+    record = pets[0]
+    own, other = contested_animals(record["ground_truth"]["profile"])
+    assert pets_reward([record, record], [f"{other}s, then {own}s", f"{own}s, not {other}s"]).tolist() == [-1, 1]
+
+
+def test_pets_reward_names_a_record_without_a_profile(pets):
+    with pytest.raises(ValueError, match="u-x.*ground_truth.profile"):
+        pets_reward([{"user_id": "u-x"}], ["dogs"])
+    with pytest.raises(ValueError, match="2 records for 1 summaries"):
+        pets_reward(pets[:2], ["dogs"])
+
+
+def test_rung_config_sets_length_and_which_model_trains():
+    config = _config(max_summary_tokens=24)
+    assert rung_config(config, "first-word").max_summary_tokens == 1
+    assert rung_config(config, "ground-truth").max_summary_tokens == 24
+    assert not any(rung_config(config, rung).train_reward_model for rung in RUNGS[:3])
+    assert rung_config(config, "plus").train_reward_model
+    with pytest.raises(ValueError, match="Unknown rung 'second-word'"):
+        rung_config(config, "second-word")
+
+
+def test_ideal_records_describe_the_user_by_the_own_animal(pets):
+    for record, ideal in zip(pets, ideal_records(pets, "Likes"), strict=True):
+        own = contested_animals(record["ground_truth"]["profile"])[0]
+        assert ideal["ground_truth"]["description"] == f"Likes {own}s."
+        assert ideal["context"] == record["context"] and record["ground_truth"]["description"] != f"Likes {own}s."
+
+
+def test_steps_to_plateau_finds_where_the_curve_settles():
+    curve = pd.Series([0.1, 0.3, 0.6, 0.8, 0.82, 0.79, 0.81, 0.8], index=range(0, 80, 10))
+    assert steps_to_plateau(curve) == 30
+    assert steps_to_plateau(pd.Series([0.5, 0.51, 0.49, 0.5])) == 0
+    assert steps_to_plateau(pd.Series([0.1, 0.5, 0.9])) is None  # too short to tell
+
+
+def test_a_curve_still_rising_has_no_plateau():
+    assert steps_to_plateau(pd.Series([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]), window=3, tolerance=0.05) is None
+    assert steps_to_plateau(pd.Series([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]), window=3, tolerance=0.1) == 4
+
+
+def test_named_shares_per_rollout_batch(pets):
+    profiles = {r["user_id"]: r["ground_truth"]["profile"] for r in pets}
+    own, other = _summaries(pets[:1], "own")[0], _summaries(pets[:1], "other")[0]
+    rows = [
+        {"step": 0, "user_id": pets[0]["user_id"], "summary": own},
+        {"step": 0, "user_id": pets[0]["user_id"], "summary": other},
+        {"step": 1, "user_id": pets[0]["user_id"], "summary": own},
+    ]
+    shares = named_shares(rows, profiles)
+    assert shares.to_dict("index") == {0: {"own": 0.5, "other": 0.5, "neither": 0.0},
+                                       1: {"own": 1.0, "other": 0.0, "neither": 0.0}}  # fmt: skip
+    assert list(named_shares([], profiles).columns) == ["own", "other", "neither"]
+    with pytest.raises(ValueError, match="no profile for users \\['u-unknown'\\]"):
+        named_shares([{**rows[0], "user_id": "u-unknown"}], profiles)
+
+
+def test_probe_is_seeded_leaves_the_rng_alone_and_reads_the_first_word(pets, tiny_chat_lm):
+    model, tokenizer = tiny_chat_lm
+    test = [r for r in pets if r["split"] == "test"]
+    config = _config(temperature=0.7)
+    probe = pets_probe(test, config, batch_size=2)
+    state = torch.random.get_rng_state()
+    first = probe(model, tokenizer)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert probe(model, tokenizer) == first
+    assert math.isclose(sum(first[f"named/{label}"] for label in ("own", "other", "neither")), 1.0)
+    animals = [[f"{a}s" for a in contested_animals(r["ground_truth"]["profile"])] for r in test]
+    expected = next_word_probs(
+        model, tokenizer, [r["context"] for r in test], animals, temperature=0.7, batch_size=2,
+        prefill_marker=True, summary_prefix=config.summary_prefix,
+    )  # fmt: skip
+    assert first["first_word/own"] == pytest.approx(float(expected[:, 0].mean()), rel=1e-4)
+    assert first["first_word/other"] == pytest.approx(float(expected[:, 1].mean()), rel=1e-4)
+    assert "heldout/accuracy" not in first
+    with pytest.raises(ValueError, match="at least one held-out record"):
+        pets_probe([], config)
+
+
+def test_a_known_reward_drives_the_rollout_and_the_probe_is_logged_and_cut_on_resume(pets, tmp_path):
+    train = [r for r in pets if r["split"] == "train"]  # 8 records: 2 rollout batches per episode
+    seen = []
+
+    def reward_fn(records, summaries):  # a known reward; the loop must use it as it is (within the clip)
+        seen.append([r["user_id"] for r in records])
+        return torch.linspace(-1.0, 1.0, len(summaries))
+
+    def probe(policy, tokenizer):
+        return {"probe/parameters": float(sum(p.detach().abs().sum() for p in policy.parameters()))}
+
+    config = _config(checkpoint_every=1, num_episodes=1)
+    steps = []
+    train_plus(config, train, tmp_path, reward_fn=reward_fn, probe=probe, probe_every=1, stop_after=1,
+               on_rollout=lambda step, records, batch: steps.append((records, batch.scores.clone())))  # fmt: skip
+    records, scores = steps[0]
+    assert seen[0] == [r["user_id"] for r in records for _ in range(2)]  # each record once per sample, in order
+    assert torch.allclose(scores, torch.linspace(-1.0, 1.0, 8))
+    rows = [json.loads(line) for line in (tmp_path / "probe.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [0, 1]
+    with (tmp_path / "probe.jsonl").open("a") as handle:  # a killed run probed once more after its checkpoint
+        handle.write(json.dumps({**rows[-1], "step": 2}) + "\n")
+    train_plus(config, train, tmp_path, reward_fn=reward_fn, probe=probe, probe_every=1)
+    metrics, probes = read_curves(tmp_path)
+    assert list(probes.index) == [0, 1, 2] and list(metrics.index) == [1, 2]
+    assert probes["probe/parameters"].iloc[0] != probes["probe/parameters"].iloc[-1]
+
+
+@pytest.mark.parametrize(
+    ("rewards", "message"),
+    [(lambda n: torch.zeros(n + 1), "shape"), (lambda n: torch.full((n,), float("nan")), "non-finite")],
+)
+def test_a_bad_reward_fn_is_a_clear_error(pets, tmp_path, rewards, message):
+    train = [r for r in pets if r["split"] == "train"]
+    with pytest.raises(ValueError, match=f"reward_fn returned {message}"):
+        train_plus(_config(), train, tmp_path, reward_fn=lambda records, summaries: rewards(len(summaries)))
+
+
+def test_probe_every_must_be_positive(pets, tmp_path):
+    train = [r for r in pets if r["split"] == "train"]
+    with pytest.raises(ValueError, match="probe_every"):
+        train_plus(_config(), train, tmp_path, probe=lambda policy, tokenizer: {}, probe_every=0)
+
+
+def test_coadapt_config_follows_the_profile():
+    cpu, gpu = coadapt_config("cpu"), coadapt_config("gpu")
+    assert (cpu.estimator, cpu.lora, cpu.lora_top_layers, cpu.temperature) == ("rloo", True, 8, 0.7)
+    assert cpu.summary_prefix and cpu.prefill_marker and cpu.reward_model.num_trainable_layers == 4
+    assert (gpu.estimator, gpu.lora, gpu.separate_critic, gpu.temperature) == ("ppo", False, True, 1.0)
+    assert (gpu.actor_lr, gpu.summary_prefix, gpu.prefill_marker) == (5e-7, "", False)
+    assert gpu.summarizer_model != cpu.summarizer_model
+    assert coadapt_config("cpu", actor_lr=3e-4, seed=2).actor_lr == 3e-4
+    assert coadapt_config("smoke").max_steps == 1
+    with pytest.raises(ValueError, match="Unknown profile 'laptop'"):
+        coadapt_config("laptop")
