@@ -195,14 +195,144 @@ def steps_to_plateau(curve: pd.Series, window: int = 3, tolerance: float = 0.05)
     return int(curve.index[outside[-1] + 1 if len(outside) else 0])
 
 
+def share_interval(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson 95% interval of a share measured on ``n`` independent items (held-out contexts of one run)."""
+    if n < 1:
+        raise ValueError(f"share_interval needs at least one item, got n={n}")
+    centre = (share + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z * math.sqrt(share * (1 - share) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def readout(reward_model: nn.Module, records: Sequence[dict], prefix: str, batch_size: int = 16) -> dict[str, float]:
+    """Held-out accuracy of ``reward_model`` when every summary names the user's own contested animal (``own``,
+    the ceiling a summarizer can reach) or the other one (``other``, which a reward model that reads the summary
+    must get wrong on contested pairs): the sanity bar of the frozen reward model. Contested pairs only."""
+    from plus.data.pets import animal_summary
+
+    contested = [r for r in records if r.get("contested")]
+    if not contested:
+        raise ValueError("readout needs contested held-out records")
+    scores = {}
+    for label, which in (("own", 0), ("other", 1)):
+        summaries = [animal_summary(contested_animals(_profile(r))[which], prefix) for r in contested]
+        margins = score_summaries(RewardScorer(reward_model), summaries, contested, "eval", batch_size)
+        scores[label] = float((margins > 0).float().mean())
+    return scores
+
+
+CURVES = {"named/own": "all", "heldout/contested_accuracy": "contested"}
+"""The probe curves a rung is judged by, with the held-out records each is measured on."""
+
+
+def ladder_rows(output_dir: str | Path, test: Sequence[dict], rungs: Sequence[str] = RUNGS) -> list[dict]:
+    """One row per rung trained under ``output_dir``: steps, time, the probe curves at the first and the last
+    probe (with `share_interval`) and where they plateau (`steps_to_plateau`), the reward and the KL to the
+    reference over the last 10 rollout batches."""
+    sizes = {"all": len(test), "contested": sum(bool(r.get("contested")) for r in test)}
+    rows = []
+    for rung in rungs:
+        if not (Path(output_dir) / rung / "probe.jsonl").exists():
+            continue
+        metrics, probes = read_curves(Path(output_dir) / rung)
+        row = {
+            "rung": rung,
+            "steps": int(metrics.index.max()),
+            "seconds_per_step": float(metrics["perf/seconds_per_step"].mean()),
+            "minutes": float(metrics["perf/seconds_per_step"].sum() + probes["perf/probe_seconds"].sum()) / 60,
+            "reward_last10": float(metrics["summarizer/reward"].iloc[-10:].mean()),
+            "kl_last10": float(metrics["summarizer/kl"].iloc[-10:].mean()) if "summarizer/kl" in metrics else None,
+        }
+        for key, subset in CURVES.items():
+            curve = probes[key]
+            for when, value in (("start", curve.iloc[0]), ("end", curve.iloc[-1])):
+                low, high = share_interval(float(value), sizes[subset])
+                row |= {f"{key}@{when}": float(value), f"{key}@{when}_ci": (low, high)}
+            row[f"{key}@plateau_step"] = steps_to_plateau(curve)
+        rows.append(row)
+    return rows
+
+
+def ladder_table(rows: Sequence[dict], test: Sequence[dict], seed: int = 0) -> list[dict]:
+    """`ladder_rows` as ``table.json`` rows (``../shared/RESULTS.md``): per rung (method ``control-<rung>``),
+    the share of held-out summaries naming the user's own animal first and the frozen reward model's accuracy
+    on contested held-out pairs reading them, at the last probe."""
+    sizes = {"all": len(test), "contested": sum(bool(r.get("contested")) for r in test)}
+    metric = {"named/own": "own_named_share", "heldout/contested_accuracy": "accuracy"}
+    table = []
+    for row in rows:
+        for key, subset in CURVES.items():
+            low, high = row[f"{key}@end_ci"]
+            table.append(
+                {
+                    "dataset": "pets", "split": "test", "subset": subset, "method": f"control-{row['rung']}",
+                    "metric": metric[key], "mean": row[f"{key}@end"], "ci_low": low, "ci_high": high,
+                    "n": sizes[subset], "seeds": [seed], "reported": None,
+                }
+            )  # fmt: skip
+    return table
+
+
+LABELS = {
+    "first-word": "first word, known reward",
+    "ground-truth": "whole summary, known reward",
+    "frozen-rm": "whole summary, frozen reward model",
+    "plus": "whole summary, co-trained reward model (PLUS)",
+}
+
+
+def _cell(row: dict, key: str, when: str) -> str:
+    low, high = row[f"{key}@{when}_ci"]
+    return f"{row[f'{key}@{when}']:.0%} [{low:.0%}, {high:.0%}]"
+
+
+def learned(row: dict, key: str = "named/own") -> bool:
+    """Whether the rung's last probe is above its first beyond the noise (the two intervals do not overlap)."""
+    return row[f"{key}@end_ci"][0] > row[f"{key}@start_ci"][1]
+
+
+def ladder_note(rows: Sequence[dict], bars: dict[str, float], test: Sequence[dict]) -> str:
+    """The page's reading of the ladder, every number from ``rows`` (`ladder_rows`) and ``bars`` (`readout`)."""
+    contested = sum(bool(r.get("contested")) for r in test)
+    lines = [
+        f"- Sanity bar: the frozen reward model reads summaries. On the {contested} contested held-out pairs it "
+        f"ranks {bars['own']:.0%} right when the summary names the user's own animal and {bars['other']:.0%} when "
+        f"it names the other one "
+        + ("(holds)." if bars["own"] >= 0.9 and bars["other"] <= 0.1 else "(does not hold: read the rest with care).")
+    ]
+    for row in rows:
+        plateau = row["named/own@plateau_step"]
+        lines.append(
+            f"- {LABELS[row['rung']]}: summaries naming the user's own animal first "
+            f"{_cell(row, 'named/own', 'start')} before training, {_cell(row, 'named/own', 'end')} after "
+            f"{row['steps']} rollout batches ("
+            + ("learned beyond the noise" if learned(row) else "no difference beyond the noise")
+            + (f"; plateau from batch {plateau}" if plateau is not None else "; no plateau yet")
+            + "); held-out contested accuracy with the frozen reward model "
+            f"{_cell(row, 'heldout/contested_accuracy', 'start')} -> "
+            f"{_cell(row, 'heldout/contested_accuracy', 'end')}; KL to the reference {row['kl_last10']:.2f} nats "
+            f"(last 10 batches); {row['seconds_per_step']:.0f} s per rollout batch, {row['minutes']:.0f} min in all."
+        )
+    if rows:
+        learns = [LABELS[row["rung"]] for row in rows if learned(row)]
+        stalls = [LABELS[row["rung"]] for row in rows if not learned(row)]
+        lines.append(
+            "- Learns beyond the noise: " + ("; ".join(learns) or "none")
+            + ". Does not: " + ("; ".join(stalls) or "none") + "."
+        )  # fmt: skip
+    lines.append("- Intervals: 95% Wilson intervals over the held-out contexts of one training seed.")
+    return "\n".join(lines)
+
+
 # --- the ladder as one experiment: data, reward model and probe shared by the CLI and notebook 04_rl_control -----
 
 STEPS: dict[str, dict[str, int]] = {
     "smoke": {"first-word": 2, "ground-truth": 2, "frozen-rm": 2, "plus": 2},
-    "cpu": {"first-word": 60, "ground-truth": 120, "frozen-rm": 120, "plus": 120},
+    "cpu": {"first-word": 60, "ground-truth": 120, "frozen-rm": 120, "plus": 60},
     "gpu": {"first-word": 200, "ground-truth": 400, "frozen-rm": 400, "plus": 400},
 }
-"""Rollout batches per rung at each profile (the first word learns in far fewer)."""
+"""Rollout batches per rung at each profile (the first word learns in far fewer; at cpu, PLUS gets the first
+word's budget: its steps are the slowest and the 2-core budget ran out)."""
 SIZES: dict[str, dict[str, int]] = {
     "smoke": {"num_train": 16, "num_test": 8},
     "cpu": {"num_train": 256, "num_test": 64},

@@ -5,15 +5,22 @@ import pandas as pd
 import pytest
 import torch
 
+from plus.artifacts import write_table
 from plus.coadapt import CoadaptConfig, coadapt_config, train_plus
 from plus.control import (
     RUNGS,
     ideal_records,
+    ladder_note,
+    ladder_rows,
+    ladder_table,
+    learned,
     named_shares,
     pets_probe,
     pets_reward,
     read_curves,
+    readout,
     rung_config,
+    share_interval,
     steps_to_plateau,
 )
 from plus.data.pets import contested_animals
@@ -197,3 +204,53 @@ def test_coadapt_config_follows_the_profile():
     assert coadapt_config("smoke").max_steps == 1
     with pytest.raises(ValueError, match="Unknown profile 'laptop'"):
         coadapt_config("laptop")
+
+
+def test_share_interval_is_wilson():
+    low, high = share_interval(0.5, 100)
+    assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)
+    assert share_interval(0.0, 10)[0] == 0.0 and share_interval(1.0, 10)[1] == 1.0
+    with pytest.raises(ValueError, match="n=0"):
+        share_interval(0.5, 0)
+
+
+def _write_rung(directory, own, accuracy):
+    directory.mkdir(parents=True)
+    with (directory / "metrics.jsonl").open("w") as handle:
+        for step in range(1, 21):
+            row = {"step": step, "perf/seconds_per_step": 3.0, "summarizer/reward": step / 20, "summarizer/kl": 0.1}
+            handle.write(json.dumps(row) + "\n")
+    with (directory / "probe.jsonl").open("w") as handle:
+        for step, (o, a) in zip(range(0, 25, 5), zip(own, accuracy, strict=True), strict=True):
+            handle.write(json.dumps({"step": step, "named/own": o, "heldout/contested_accuracy": a,
+                                     "perf/probe_seconds": 6.0}) + "\n")  # fmt: skip
+
+
+def test_ladder_rows_table_and_note_read_the_runs(pets, tmp_path):
+    test = [r for r in pets if r["split"] == "test"] * 25  # 100 held-out contexts
+    _write_rung(tmp_path / "first-word", [0.1, 0.5, 0.8, 0.82, 0.8], [0.5, 0.6, 0.9, 0.9, 0.9])
+    _write_rung(tmp_path / "ground-truth", [0.1, 0.12, 0.1, 0.11, 0.12], [0.5, 0.5, 0.5, 0.5, 0.5])
+    rows = ladder_rows(tmp_path, test)
+    assert [row["rung"] for row in rows] == ["first-word", "ground-truth"]  # rungs not run are left out
+    first, flat = rows
+    assert (first["steps"], first["seconds_per_step"], first["minutes"]) == (20, 3.0, 1.5)
+    assert first["named/own@start"] == 0.1 and first["named/own@end"] == 0.8
+    assert first["named/own@plateau_step"] == 10 and flat["named/own@plateau_step"] == 0
+    assert first["reward_last10"] == pytest.approx(sum(range(11, 21)) / 200)
+    assert learned(first) and not learned(flat)
+    table = ladder_table(rows, test)
+    write_table(tmp_path / "table.json", table)  # the shared format's checks
+    assert {(row["method"], row["metric"]) for row in table} == {
+        (f"control-{rung}", metric)
+        for rung in ("first-word", "ground-truth")
+        for metric in ("own_named_share", "accuracy")
+    }
+    note = ladder_note(rows, {"own": 1.0, "other": 0.0}, test)
+    assert "(holds)" in note and "80% [" in note and "plateau from batch 10" in note
+    assert "Does not: whole summary, known reward." in note
+    assert "does not hold" in ladder_note(rows, {"own": 0.6, "other": 0.4}, test)
+
+
+def test_readout_needs_contested_records(pets):
+    with pytest.raises(ValueError, match="contested"):
+        readout(None, [{**r, "contested": False} for r in pets], "Likes")
