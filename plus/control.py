@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from plus.artifacts import read_metrics
+from plus.artifacts import read_json, read_metrics
 from plus.coadapt import CoadaptConfig, CoadaptResult, Probe, RewardScorer, score_summaries, train_plus
 from plus.data.pets import animal_named_first, contested_animals, ideal_summary
 from plus.summarizer import first_token_ids, generate_summaries
@@ -221,6 +221,15 @@ def readout(reward_model: nn.Module, records: Sequence[dict], prefix: str, batch
     return scores
 
 
+def flat_group_share(rewards: Sequence[float], num_samples: int) -> float:
+    """The share of contexts whose ``num_samples`` consecutive summaries all got the same reward: RLOO's
+    leave-one-out advantages are then all zero, and the context teaches the summarizer nothing."""
+    groups = np.asarray(rewards, dtype=float)
+    if num_samples < 1 or groups.size == 0 or groups.size % num_samples:
+        raise ValueError(f"{groups.size} rewards do not split into groups of {num_samples} samples per context")
+    return float((groups.reshape(-1, num_samples).std(1) < 1e-6).mean())
+
+
 CURVES = {"named/own": "all", "heldout/contested_accuracy": "contested"}
 """The probe curves a rung is judged by, with the held-out records each is measured on."""
 
@@ -228,7 +237,7 @@ CURVES = {"named/own": "all", "heldout/contested_accuracy": "contested"}
 def ladder_rows(output_dir: str | Path, test: Sequence[dict], rungs: Sequence[str] = RUNGS) -> list[dict]:
     """One row per rung trained under ``output_dir``: steps, time, the probe curves at the first and the last
     probe (with `share_interval`) and where they plateau (`steps_to_plateau`), the reward and the KL to the
-    reference over the last 10 rollout batches."""
+    reference over the last 10 rollout batches, and `flat_group_share` in the first and the last 10."""
     sizes = {"all": len(test), "contested": sum(bool(r.get("contested")) for r in test)}
     rows = []
     for rung in rungs:
@@ -243,12 +252,19 @@ def ladder_rows(output_dir: str | Path, test: Sequence[dict], rungs: Sequence[st
             "reward_last10": float(metrics["summarizer/reward"].iloc[-10:].mean()),
             "kl_last10": float(metrics["summarizer/kl"].iloc[-10:].mean()) if "summarizer/kl" in metrics else None,
         }
+        rollouts = pd.DataFrame(read_metrics(Path(output_dir) / rung / "rollouts.jsonl"))
+        samples = read_json(Path(output_dir) / rung / "config.json")["num_samples"]
+        steps = sorted(rollouts["step"].unique())
+        for when, window in (("first10", steps[:10]), ("last10", steps[-10:])):
+            rewards = rollouts.loc[rollouts["step"].isin(window), "reward"]
+            row[f"flat_groups_{when}"] = flat_group_share(rewards.tolist(), samples)
         for key, subset in CURVES.items():
             curve = probes[key]
             for when, value in (("start", curve.iloc[0]), ("end", curve.iloc[-1])):
                 low, high = share_interval(float(value), sizes[subset])
                 row |= {f"{key}@{when}": float(value), f"{key}@{when}_ci": (low, high)}
             row[f"{key}@plateau_step"] = steps_to_plateau(curve)
+        row["named/other@start"], row["named/other@end"] = (float(probes["named/other"].iloc[i]) for i in (0, -1))
         rows.append(row)
     return rows
 
@@ -308,10 +324,14 @@ def ladder_note(rows: Sequence[dict], bars: dict[str, float], test: Sequence[dic
             f"{row['steps']} rollout batches ("
             + ("learned beyond the noise" if learned(row) else "no difference beyond the noise")
             + (f"; plateau from batch {plateau}" if plateau is not None else "; no plateau yet")
-            + "); held-out contested accuracy with the frozen reward model "
-            f"{_cell(row, 'heldout/contested_accuracy', 'start')} -> "
-            f"{_cell(row, 'heldout/contested_accuracy', 'end')}; KL to the reference {row['kl_last10']:.2f} nats "
-            f"(last 10 batches); {row['seconds_per_step']:.0f} s per rollout batch, {row['minutes']:.0f} min in all."
+            + f"; the other animal {row['named/other@start']:.0%} -> {row['named/other@end']:.0%}); held-out "
+            f"contested accuracy with the frozen reward model {_cell(row, 'heldout/contested_accuracy', 'start')} -> "
+            f"{_cell(row, 'heldout/contested_accuracy', 'end')} ("
+            + ("beyond" if learned(row, "heldout/contested_accuracy") else "no difference beyond")
+            + " the noise); KL to the reference {row['kl_last10']:.2f} nats "
+            f"(last 10 batches); contexts whose samples all got the same reward (no RLOO signal) "
+            f"{row['flat_groups_first10']:.0%} in the first 10 batches, {row['flat_groups_last10']:.0%} in the last "
+            f"10; {row['seconds_per_step']:.0f} s per rollout batch, {row['minutes']:.0f} min in all."
         )
     if rows:
         learns = [LABELS[row["rung"]] for row in rows if learned(row)]

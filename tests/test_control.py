@@ -9,6 +9,7 @@ from plus.artifacts import write_table
 from plus.coadapt import CoadaptConfig, coadapt_config, train_plus
 from plus.control import (
     RUNGS,
+    flat_group_share,
     ideal_records,
     ladder_note,
     ladder_rows,
@@ -216,13 +217,18 @@ def test_share_interval_is_wilson():
 
 def _write_rung(directory, own, accuracy):
     directory.mkdir(parents=True)
+    (directory / "config.json").write_text(json.dumps({"num_samples": 2}))
+    with (directory / "rollouts.jsonl").open("w") as handle:  # 2 contexts x 2 samples per batch
+        for step in range(1, 21):
+            rewards = [1.0, 1.0, -1.0, 1.0] if step <= 10 else [1.0, 1.0, 0.0, 0.0]
+            handle.writelines(json.dumps({"step": step, "reward": reward}) + "\n" for reward in rewards)
     with (directory / "metrics.jsonl").open("w") as handle:
         for step in range(1, 21):
             row = {"step": step, "perf/seconds_per_step": 3.0, "summarizer/reward": step / 20, "summarizer/kl": 0.1}
             handle.write(json.dumps(row) + "\n")
     with (directory / "probe.jsonl").open("w") as handle:
         for step, (o, a) in zip(range(0, 25, 5), zip(own, accuracy, strict=True), strict=True):
-            handle.write(json.dumps({"step": step, "named/own": o, "heldout/contested_accuracy": a,
+            handle.write(json.dumps({"step": step, "named/own": o, "named/other": 0.1, "heldout/contested_accuracy": a,
                                      "perf/probe_seconds": 6.0}) + "\n")  # fmt: skip
 
 
@@ -238,6 +244,7 @@ def test_ladder_rows_table_and_note_read_the_runs(pets, tmp_path):
     assert first["named/own@plateau_step"] == 10 and flat["named/own@plateau_step"] == 0
     assert first["reward_last10"] == pytest.approx(sum(range(11, 21)) / 200)
     assert learned(first) and not learned(flat)
+    assert (first["flat_groups_first10"], first["flat_groups_last10"]) == (0.5, 1.0)
     table = ladder_table(rows, test)
     write_table(tmp_path / "table.json", table)  # the shared format's checks
     assert {(row["method"], row["metric"]) for row in table} == {
@@ -249,6 +256,12 @@ def test_ladder_rows_table_and_note_read_the_runs(pets, tmp_path):
     assert "(holds)" in note and "80% [" in note and "plateau from batch 10" in note
     assert "Does not: whole summary, known reward." in note
     assert "does not hold" in ladder_note(rows, {"own": 0.6, "other": 0.4}, test)
+
+
+def test_flat_group_share_counts_contexts_without_a_learning_signal():
+    assert flat_group_share([1, 1, 1, 0, 0.5, 0.5], 2) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="5 rewards do not split into groups of 2"):
+        flat_group_share([1, 1, 1, 0, 0], 2)
 
 
 def test_readout_needs_contested_records(pets):
