@@ -328,7 +328,7 @@ def ladder_note(rows: Sequence[dict], bars: dict[str, float], test: Sequence[dic
             f"contested accuracy with the frozen reward model {_cell(row, 'heldout/contested_accuracy', 'start')} -> "
             f"{_cell(row, 'heldout/contested_accuracy', 'end')} ("
             + ("beyond" if learned(row, "heldout/contested_accuracy") else "no difference beyond")
-            + " the noise); KL to the reference {row['kl_last10']:.2f} nats "
+            + f" the noise); KL to the reference {row['kl_last10']:.2f} nats "
             f"(last 10 batches); contexts whose samples all got the same reward (no RLOO signal) "
             f"{row['flat_groups_first10']:.0%} in the first 10 batches, {row['flat_groups_last10']:.0%} in the last "
             f"10; {row['seconds_per_step']:.0f} s per rollout batch, {row['minutes']:.0f} min in all."

@@ -253,7 +253,13 @@ def test_ladder_rows_table_and_note_read_the_runs(pets, tmp_path):
         for metric in ("own_named_share", "accuracy")
     }
     note = ladder_note(rows, {"own": 1.0, "other": 0.0}, test)
-    assert "(holds)" in note and "80% [" in note and "plateau from batch 10" in note
+    assert (
+        "(holds)" in note
+        and "80% [" in note
+        and "plateau from batch 10" in note
+        and "KL to the reference 0.10" in note
+    )
+    assert "{" not in note
     assert "Does not: whole summary, known reward." in note
     assert "does not hold" in ladder_note(rows, {"own": 0.6, "other": 0.4}, test)
 
