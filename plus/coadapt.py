@@ -1041,6 +1041,8 @@ def train_plus(
     Writes ``metrics.jsonl``, the sampled summaries with their rewards (``rollouts.jsonl``), TensorBoard events
     under ``tensorboard/``, ``config.json``, the final trainable weights (``final/``) and checkpoints."""
     _check_records(records, RECORD_FIELDS, "train")
+    if probe_every < 1:
+        raise ValueError(f"probe_every must be a positive number of rollout batches, got {probe_every}")
     if len(records) < config.rollout_batch_size:
         raise ValueError(f"{len(records)} train records is fewer than rollout_batch_size={config.rollout_batch_size}")
     accelerator = accelerator or Accelerator()
@@ -1113,8 +1115,6 @@ def train_plus(
         tensorboard = SummaryWriter(str(output_dir / "tensorboard"))
 
     stop = num_steps if stop_after is None else min(stop_after, num_steps)
-    if probe_every < 1:
-        raise ValueError(f"probe_every must be a positive number of rollout batches, got {probe_every}")
     probes = MetricsWriter(output_dir / "probe.jsonl") if probe is not None and accelerator.is_main_process else None
 
     def run_probe(step: int) -> None:

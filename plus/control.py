@@ -230,6 +230,11 @@ def flat_group_share(rewards: Sequence[float], num_samples: int) -> float:
     return float((groups.reshape(-1, num_samples).std(1) < 1e-6).mean())
 
 
+def _sizes(test: Sequence[dict]) -> dict[str, int]:
+    """Held-out items per subset of `CURVES`: every context, and the contested ones."""
+    return {"all": len(test), "contested": sum(bool(r.get("contested")) for r in test)}
+
+
 CURVES = {"named/own": "all", "heldout/contested_accuracy": "contested"}
 """The probe curves a rung is judged by, with the held-out records each is measured on."""
 
@@ -238,7 +243,7 @@ def ladder_rows(output_dir: str | Path, test: Sequence[dict], rungs: Sequence[st
     """One row per rung trained under ``output_dir``: steps, time, the probe curves at the first and the last
     probe (with `share_interval`) and where they plateau (`steps_to_plateau`), the reward and the KL to the
     reference over the last 10 rollout batches, and `flat_group_share` in the first and the last 10."""
-    sizes = {"all": len(test), "contested": sum(bool(r.get("contested")) for r in test)}
+    sizes = _sizes(test)
     rows = []
     for rung in rungs:
         if not (Path(output_dir) / rung / "probe.jsonl").exists():
@@ -273,7 +278,7 @@ def ladder_table(rows: Sequence[dict], test: Sequence[dict], seed: int = 0) -> l
     """`ladder_rows` as ``table.json`` rows (``../shared/RESULTS.md``): per rung (method ``control-<rung>``),
     the share of held-out summaries naming the user's own animal first and the frozen reward model's accuracy
     on contested held-out pairs reading them, at the last probe."""
-    sizes = {"all": len(test), "contested": sum(bool(r.get("contested")) for r in test)}
+    sizes = _sizes(test)
     metric = {"named/own": "own_named_share", "heldout/contested_accuracy": "accuracy"}
     table = []
     for row in rows:
@@ -309,7 +314,7 @@ def learned(row: dict, key: str = "named/own") -> bool:
 
 def ladder_note(rows: Sequence[dict], bars: dict[str, float], test: Sequence[dict]) -> str:
     """The page's reading of the ladder, every number from ``rows`` (`ladder_rows`) and ``bars`` (`readout`)."""
-    contested = sum(bool(r.get("contested")) for r in test)
+    contested = _sizes(test)["contested"]
     lines = [
         f"- Sanity bar: the frozen reward model reads summaries. On the {contested} contested held-out pairs it "
         f"ranks {bars['own']:.0%} right when the summary names the user's own animal and {bars['other']:.0%} when "
