@@ -34,17 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from plus.artifacts import read_json, read_metrics, write_json
-from plus.coadapt import (
-    CoadaptConfig,
-    RewardScorer,
-    RolloutBatch,
-    _optimizer,
-    _trainable,
-    _with_lora,
-    score_summaries,
-    train_plus,
-    update_reward_model,
-)
+from plus.coadapt import CoadaptConfig, RewardScorer, RolloutBatch, score_summaries, train_plus, update_reward_model
+from plus.coadapt.loop import _optimizer, _trainable, _with_lora
 from plus.config import get_profile
 from plus.data.registry import build_dataset
 from plus.models import load_causal_lm

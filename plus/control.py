@@ -11,6 +11,11 @@ held-out probe (`pets_probe`); only the summary's length and the summarizer's re
   one-animal summaries, `ideal_reward_model`): log sigmoid of its margin on the record's pair, as in PLUS;
 - ``plus``: whole summaries and the co-trained reward model (PLUS itself).
 
+Two variants of the last rung (`LEVERS`) ask why it breaks: ``plus-ideal-init`` co-trains a reward model that
+starts as the ideal-summary one (does co-training erode a reward model that reads summaries, or is the trouble
+only that a fresh one does not?); ``plus-rm-warmup`` lets the reward model train alone on the initial
+summarizer's samples for `RM_WARMUP` batches before the summarizer's first update.
+
 The ground-truth reward needs no pair: it says whether the summary carries the one fact that separates the
 two Pets users. The reward model's reward carries it only on contested pairs (half of them).
 """
@@ -34,7 +39,10 @@ from plus.data.pets import animal_named_first, contested_animals, ideal_summary
 from plus.summarizer import first_token_ids, generate_summaries
 
 RUNGS: tuple[str, ...] = ("first-word", "ground-truth", "frozen-rm", "plus")
+LEVERS: tuple[str, ...] = ("plus-ideal-init", "plus-rm-warmup")
+"""Variants of the ``plus`` rung: both models co-trained, from another start."""
 NAMED: tuple[str, ...] = ("own", "other", "neither")
+LOGS: tuple[str, ...] = ("metrics.jsonl", "probe.jsonl")
 REWARD_OF_NAMED = {"own": 1.0, "other": -1.0, "neither": 0.0}
 
 
@@ -60,9 +68,9 @@ def pets_reward(records: Sequence[dict], summaries: Sequence[str]) -> torch.Tens
 def rung_config(config: CoadaptConfig, rung: str) -> CoadaptConfig:
     """``config`` as a rung runs it: ``first-word`` writes one token; the two rungs with a known or frozen
     reward leave the reward model as it is (``train_reward_model=False``); ``plus`` trains both."""
-    if rung not in RUNGS:
-        raise ValueError(f"Unknown rung {rung!r}; choose one of {RUNGS}")
-    if rung == "plus":
+    if rung not in RUNGS + LEVERS:
+        raise ValueError(f"Unknown rung {rung!r}; choose one of {RUNGS + LEVERS}")
+    if rung == "plus" or rung in LEVERS:
         return replace(config, train_reward_model=True)
     changes = {"max_summary_tokens": 1} if rung == "first-word" else {}
     return replace(config, train_reward_model=False, **changes)
@@ -93,7 +101,11 @@ def pets_probe(
     - ``named/own``, ``named/other``, ``named/neither``: which of the two animals one summary sampled per context
       (seeded, so every probe draws with the same noise) names first;
     - with ``reward_model``: ``heldout/accuracy`` (all eval pairs) and ``heldout/contested_accuracy`` when it
-      reads those summaries.
+      reads those summaries;
+    - of the loop's own reward model (the probe's third argument, co-trained in ``plus``):
+      ``loop/contested_accuracy`` when it reads those summaries (PLUS's own held-out accuracy), and
+      ``loop/reads_own``, ``loop/reads_other``: its contested accuracy when every summary names the user's own /
+      the other animal (`readout`; a reward model that ignores the summary scores both alike).
 
     The probe leaves torch's global RNG as it found it, so the training run does not depend on it."""
     if not records:
@@ -103,7 +115,7 @@ def pets_probe(
     contested = np.array([bool(r.get("contested")) for r in records])
     text = {"prefill_marker": config.prefill_marker, "summary_prefix": config.summary_prefix}
 
-    def probe(policy: nn.Module, tokenizer: PreTrainedTokenizerBase) -> dict[str, float]:
+    def probe(policy: nn.Module, tokenizer: PreTrainedTokenizerBase, loop_reward_model: nn.Module) -> dict[str, float]:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             generated = generate_summaries(
@@ -126,6 +138,13 @@ def pets_probe(
             metrics["heldout/accuracy"] = float(correct.mean())
             if contested.any():
                 metrics["heldout/contested_accuracy"] = float(correct[contested].mean())
+        if contested.any():
+            was_training = loop_reward_model.training
+            margins = score_summaries(RewardScorer(loop_reward_model), generated.texts, records, "eval", batch_size)
+            metrics["loop/contested_accuracy"] = float((margins > 0).numpy()[contested].mean())
+            reads = readout(loop_reward_model, records, config.summary_prefix, batch_size)
+            metrics |= {f"loop/reads_{label}": value for label, value in reads.items()}
+            loop_reward_model.train(was_training)
         return metrics
 
     return probe
@@ -141,13 +160,14 @@ def run_rung(
     probe_every: int = 10,
 ) -> CoadaptResult:
     """Train one rung (`rung_config`) on the train ``records``, probing every ``probe_every`` rollout batches;
-    resumes from ``output_dir``'s checkpoint. ``frozen-rm`` needs ``frozen_reward_model``."""
+    resumes from ``output_dir``'s checkpoint. ``frozen-rm`` needs ``frozen_reward_model`` (and ``plus-ideal-init``
+    the trainable reward model it starts from)."""
     config = rung_config(config, rung)
     reward_fn = pets_reward if rung in ("first-word", "ground-truth") else None
     reward_model = None
-    if rung == "frozen-rm":
+    if rung in ("frozen-rm", "plus-ideal-init"):
         if frozen_reward_model is None:
-            raise ValueError("the frozen-rm rung needs frozen_reward_model (e.g. one trained on ideal summaries)")
+            raise ValueError(f"the {rung} rung needs frozen_reward_model (e.g. one trained on ideal summaries)")
         reward_model = frozen_reward_model
     return train_plus(
         config, records, output_dir, reward_model=reward_model, reward_fn=reward_fn, probe=probe,
@@ -237,6 +257,8 @@ def _sizes(test: Sequence[dict]) -> dict[str, int]:
 
 CURVES = {"named/own": "all", "heldout/contested_accuracy": "contested"}
 """The probe curves a rung is judged by, with the held-out records each is measured on."""
+LOOP_CURVES = ("loop/contested_accuracy", "loop/reads_own", "loop/reads_other")
+"""The probe curves of the loop's own reward model, on the contested held-out pairs."""
 
 
 def ladder_rows(output_dir: str | Path, test: Sequence[dict], rungs: Sequence[str] = RUNGS) -> list[dict]:
@@ -270,6 +292,10 @@ def ladder_rows(output_dir: str | Path, test: Sequence[dict], rungs: Sequence[st
                 row |= {f"{key}@{when}": float(value), f"{key}@{when}_ci": (low, high)}
             row[f"{key}@plateau_step"] = steps_to_plateau(curve)
         row["named/other@start"], row["named/other@end"] = (float(probes["named/other"].iloc[i]) for i in (0, -1))
+        for key in LOOP_CURVES:  # the loop's own reward model (probes written before it was measured lack them)
+            if key in probes:
+                for when, value in (("start", float(probes[key].iloc[0])), ("end", float(probes[key].iloc[-1]))):
+                    row |= {f"{key}@{when}": value, f"{key}@{when}_ci": share_interval(value, sizes["contested"])}
         rows.append(row)
     return rows
 
@@ -299,6 +325,8 @@ LABELS = {
     "ground-truth": "whole summary, known reward",
     "frozen-rm": "whole summary, frozen reward model",
     "plus": "whole summary, co-trained reward model (PLUS)",
+    "plus-ideal-init": "PLUS, reward model starting as the frozen one",
+    "plus-rm-warmup": "PLUS, reward model trained alone first",
 }
 
 
@@ -351,13 +379,19 @@ def ladder_note(rows: Sequence[dict], bars: dict[str, float], test: Sequence[dic
 
 # --- the ladder as one experiment: data, reward model and probe shared by the CLI and notebook 04_rl_control -----
 
+RM_WARMUP: dict[str, int] = {"smoke": 1, "cpu": 20, "gpu": 50}
+"""Rollout batches in which ``plus-rm-warmup``'s reward model trains alone before the summarizer's first update."""
 STEPS: dict[str, dict[str, int]] = {
-    "smoke": {"first-word": 2, "ground-truth": 2, "frozen-rm": 2, "plus": 2},
-    "cpu": {"first-word": 60, "ground-truth": 120, "frozen-rm": 120, "plus": 60},
-    "gpu": {"first-word": 200, "ground-truth": 400, "frozen-rm": 400, "plus": 400},
+    profile: steps | {"plus-ideal-init": steps["plus"], "plus-rm-warmup": steps["plus"] + RM_WARMUP[profile]}
+    for profile, steps in {
+        "smoke": {"first-word": 2, "ground-truth": 2, "frozen-rm": 2, "plus": 2},
+        "cpu": {"first-word": 60, "ground-truth": 120, "frozen-rm": 120, "plus": 60},
+        "gpu": {"first-word": 200, "ground-truth": 400, "frozen-rm": 400, "plus": 400},
+    }.items()
 }
 """Rollout batches per rung at each profile (the first word learns in far fewer; at cpu, PLUS gets the first
-word's budget: its steps are the slowest and the 2-core budget ran out)."""
+word's budget: its steps are the slowest and the 2-core budget ran out). ``plus-rm-warmup`` gets PLUS's
+co-training budget after its warm-up."""
 SIZES: dict[str, dict[str, int]] = {
     "smoke": {"num_train": 16, "num_test": 8},
     "cpu": {"num_train": 256, "num_test": 64},
@@ -385,15 +419,44 @@ class Ladder:
     def rung_dir(self, rung: str) -> Path:
         return self.output_dir / rung
 
-    def run(self, rung: str, probe_every: int | None = None) -> CoadaptResult:
-        """Train (or resume, or reload when done) ``rung`` into ``output_dir/<rung>``."""
+    def rung_config(self, rung: str) -> CoadaptConfig:
+        """The loop's config for ``rung`` as `run` trains it (before `rung_config` applies the rung's switches)."""
         steps = self.steps(rung)
         per_episode = len(self.train) // self.config.rollout_batch_size
         config = replace(
             self.config, max_steps=steps, num_episodes=math.ceil(steps / per_episode), checkpoint_every=10
         )
+        if rung == "plus-rm-warmup":
+            config = replace(config, summarizer_start=RM_WARMUP[self.profile])
+        return config
+
+    def finished(self, rung: str) -> bool:
+        """Whether ``output_dir/<rung>`` holds a finished run of this very config: its ``config.json`` matches and
+        both ``metrics.jsonl`` and ``probe.jsonl`` reach the last rollout batch. The ladder's page reads only
+        these logs, so a finished run is not trained again (its weights are not kept in git)."""
+        directory = self.rung_dir(rung)
+        if not all((directory / name).exists() for name in ("config.json", "metrics.jsonl", "probe.jsonl")):
+            return False
+        try:
+            written = CoadaptConfig.from_dict(read_json(directory / "config.json"))
+        except (TypeError, KeyError, ValueError):
+            return False
+        steps = self.steps(rung)
+        reached = [max((row["step"] for row in read_metrics(directory / log)), default=0) for log in LOGS]
+        return written == rung_config(self.rung_config(rung), rung) and min(reached) >= steps
+
+    def run(self, rung: str, probe_every: int | None = None) -> CoadaptResult | None:
+        """Train (or resume from its checkpoint) ``rung`` into ``output_dir/<rung>``; None when it has
+        `finished` already (its logs are what the page reads)."""
+        if self.finished(rung):
+            return None
+        config = self.rung_config(rung)
+        steps = self.steps(rung)
         every = probe_every or max(1, steps // 12)
-        return run_rung(rung, config, self.train, self.rung_dir(rung), self.probe, self.ideal_reward_model, every)
+        reward_model = self.ideal_reward_model
+        if rung == "plus-ideal-init":  # a trainable copy: the frozen one stays the probe's judge
+            reward_model = ideal_reward_model(self.config, self.train, self.output_dir / "ideal-rm")
+        return run_rung(rung, config, self.train, self.rung_dir(rung), self.probe, reward_model, every)
 
 
 def ideal_reward_model(
@@ -442,14 +505,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m plus.control", description=main.__doc__)
-    parser.add_argument("rungs", nargs="+", choices=RUNGS)
+    parser.add_argument("rungs", nargs="+", choices=RUNGS + LEVERS)
     parser.add_argument("--profile", default="cpu", choices=sorted(SIZES))
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--probe-every", type=int, default=None, help="rollout batches between probes")
     args = parser.parse_args(argv)
+    if args.probe_every is not None and args.probe_every < 1:
+        parser.error(f"--probe-every must be a positive number of rollout batches, got {args.probe_every}")
     experiment = ladder(args.profile, args.output_dir, args.seed)
     for rung in args.rungs:
-        experiment.run(rung)
+        experiment.run(rung, args.probe_every)
 
 
 if __name__ == "__main__":

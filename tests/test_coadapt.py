@@ -175,7 +175,7 @@ def test_coadapt_uses_the_one_cosine_schedule(tmp_path, monkeypatch):
         built.append((cosine_schedule(optimizer, num_steps, num_warmup), num_steps, num_warmup))
         return built[-1][0]
 
-    monkeypatch.setattr(plus.coadapt, "cosine_schedule", spy)
+    monkeypatch.setattr(plus.coadapt.loop, "cosine_schedule", spy)
     config = _config(train_summarizer=False, warmup_ratio=0.5)
     train_plus(config, _records(4), tmp_path, reward_model=ByteRewardModel())
     assert len(built) == 1  # the reward model's optimizer, the only one of a frozen summarizer

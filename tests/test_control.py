@@ -8,6 +8,7 @@ import torch
 from plus.artifacts import write_table
 from plus.coadapt import CoadaptConfig, coadapt_config, train_plus
 from plus.control import (
+    LEVERS,
     RUNGS,
     flat_group_share,
     ideal_records,
@@ -26,7 +27,7 @@ from plus.control import (
 )
 from plus.data.pets import contested_animals
 from plus.data.registry import build_dataset
-from plus.reward_model import RewardModelConfig
+from plus.reward_model import RewardModelConfig, SummaryRewardModel
 from plus.summarizer import next_word_probs
 
 
@@ -89,6 +90,7 @@ def test_rung_config_sets_length_and_which_model_trains():
     assert rung_config(config, "ground-truth").max_summary_tokens == 24
     assert not any(rung_config(config, rung).train_reward_model for rung in RUNGS[:3])
     assert rung_config(config, "plus").train_reward_model
+    assert all(rung_config(config, rung).train_reward_model for rung in LEVERS)
     with pytest.raises(ValueError, match="Unknown rung 'second-word'"):
         rung_config(config, "second-word")
 
@@ -133,10 +135,16 @@ def test_probe_is_seeded_leaves_the_rng_alone_and_reads_the_first_word(pets, tin
     test = [r for r in pets if r["split"] == "test"]
     config = _config(temperature=0.7)
     probe = pets_probe(test, config, batch_size=2)
+    loop_reward_model = SummaryRewardModel(RewardModelConfig(backbone="tiny-encoder", max_length=64)).eval()
     state = torch.random.get_rng_state()
-    first = probe(model, tokenizer)
+    first = probe(model, tokenizer, loop_reward_model)
     assert torch.equal(torch.random.get_rng_state(), state)
-    assert probe(model, tokenizer) == first
+    assert not loop_reward_model.training  # the probe leaves the loop's reward model in the mode it found
+    assert probe(model, tokenizer, loop_reward_model.train()) == first
+    assert loop_reward_model.training
+    reads = readout(loop_reward_model, test, config.summary_prefix, batch_size=2)
+    assert first["loop/reads_own"] == pytest.approx(reads["own"]) and first["loop/reads_other"] == reads["other"]
+    assert 0.0 <= first["loop/contested_accuracy"] <= 1.0
     assert math.isclose(sum(first[f"named/{label}"] for label in ("own", "other", "neither")), 1.0)
     animals = [[f"{a}s" for a in contested_animals(r["ground_truth"]["profile"])] for r in test]
     expected = next_word_probs(
@@ -158,7 +166,7 @@ def test_a_known_reward_drives_the_rollout_and_the_probe_is_logged_and_cut_on_re
         seen.append([r["user_id"] for r in records])
         return torch.linspace(-1.0, 1.0, len(summaries))
 
-    def probe(policy, tokenizer):
+    def probe(policy, tokenizer, reward_model):
         return {"probe/parameters": float(sum(p.detach().abs().sum() for p in policy.parameters()))}
 
     config = _config(checkpoint_every=1, num_episodes=1)
@@ -186,6 +194,29 @@ def test_a_bad_reward_fn_is_a_clear_error(pets, tmp_path, rewards, message):
     train = [r for r in pets if r["split"] == "train"]
     with pytest.raises(ValueError, match=f"reward_fn returned {message}"):
         train_plus(_config(), train, tmp_path, reward_fn=lambda records, summaries: rewards(len(summaries)))
+
+
+def test_the_summarizer_waits_summarizer_start_batches_while_the_reward_model_trains(pets, tmp_path):
+    train = [r for r in pets if r["split"] == "train"]
+
+    def probe(policy, tokenizer, reward_model):
+        return {
+            "probe/summarizer": float(sum(p.detach().abs().sum() for p in policy.parameters() if p.requires_grad)),
+            "probe/reward_model": float(sum(p.detach().abs().sum() for p in reward_model.parameters())),
+        }
+
+    def reward_fn(records, summaries):  # distinct rewards, so every batch's summarizer update moves its weights
+        return torch.linspace(-1.0, 1.0, len(summaries))
+
+    config = _config(num_episodes=1, summarizer_start=1, train_reward_model=True)
+    train_plus(config, train, tmp_path, reward_fn=reward_fn, probe=probe, probe_every=1)
+    _, probes = read_curves(tmp_path)
+    assert list(probes.index) == [0, 1, 2]
+    summarizer, reward_model = probes["probe/summarizer"], probes["probe/reward_model"]
+    assert summarizer[0] == summarizer[1] != summarizer[2]  # no update in the first batch, one in the second
+    assert reward_model[0] != reward_model[1] != reward_model[2]
+    with pytest.raises(ValueError, match="summarizer_start"):
+        _config(summarizer_start=-1)
 
 
 def test_probe_every_must_be_positive(pets, tmp_path):
@@ -273,3 +304,23 @@ def test_flat_group_share_counts_contexts_without_a_learning_signal():
 def test_readout_needs_contested_records(pets):
     with pytest.raises(ValueError, match="contested"):
         readout(None, [{**r, "contested": False} for r in pets], "Likes")
+
+
+def test_a_finished_rung_is_read_not_trained_again_unless_its_config_or_logs_differ(tmp_path):
+    from plus.control import ladder
+
+    experiment = ladder("smoke", tmp_path)
+    assert not experiment.finished("plus-rm-warmup")
+    assert experiment.run("plus-rm-warmup") is not None
+    directory = experiment.rung_dir("plus-rm-warmup")
+    assert experiment.finished("plus-rm-warmup") and experiment.run("plus-rm-warmup") is None
+    written = json.loads((directory / "config.json").read_text())
+    assert written["summarizer_start"] == 1 and written["train_reward_model"]
+    probes = (directory / "probe.jsonl").read_text().splitlines()
+    (directory / "probe.jsonl").write_text("\n".join(probes[:-1]) + "\n")  # a run killed before its last probe
+    assert not experiment.finished("plus-rm-warmup")
+    (directory / "probe.jsonl").write_text("\n".join(probes) + "\n")
+    (directory / "config.json").write_text(json.dumps({**written, "actor_lr": 0.5}))  # another config
+    assert not experiment.finished("plus-rm-warmup")
+    (directory / "config.json").write_text("{}")  # not a config at all
+    assert not experiment.finished("plus-rm-warmup")

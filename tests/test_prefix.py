@@ -13,12 +13,12 @@ from plus.coadapt import (
     RewardScorer,
     RolloutBatch,
     ValueModel,
-    _with_lora,
     collect_rollout,
     summary_forward,
     update_reward_model,
     update_summarizer,
 )
+from plus.coadapt.loop import _with_lora
 from plus.losses import entropy_from_logits
 from plus.models import load_causal_lm
 from plus.prefix import frozen_depth, sample_tokens, summary_logits

@@ -1,57 +1,15 @@
-"""PLUS co-adaptation: the summarizer (PPO) and the summary-conditioned reward model (Bradley-Terry) trained
-together, one rollout batch at a time (REFERENCE.md section 2.1).
-
-The algorithm as implemented (`train_plus`), for each rollout batch of B records:
-
-1. **Sample** one summary z ~ pi_theta(. | context) per record (K per record for RLOO/GRPO), temperature and
-   top_p from the config, at most ``max_summary_tokens`` tokens; the summary is the text after the last
-   ``##Summary`` marker (`plus.summarizer.parse_summary`). Empty, marker-less and cut-off summaries are scored
-   like any other (an empty one is simply an empty summary) and counted in the metrics.
-2. **Score** with the reward model as it is BEFORE this batch's update, in eval mode and without gradients:
-   R = clip(log sigmoid(r(chosen | z) - r(rejected | z)), -reward_clip, reward_clip) on the summarizer pair
-   (``reward_prompt``, ``chosen``, ``rejected``).
-3. **Update the summarizer** (skipped when ``train_summarizer`` is False, i.e. PLUS-untrained):
-   PPO (default) - token rewards -kl_coef (log pi - log pi_ref) on every summary token (k1), plus R on the
-   last one; a critic gives V per token; GAE (gamma, lam); advantages whitened over the rollout; clipped policy
-   loss and clipped value loss; ``ppo_epochs`` passes over minibatches of ``train_batch_size``. RLOO/GRPO -
-   K summaries per context, sequence reward R - kl_coef sum_t KL_t, leave-one-out (RLOO) or group-standardised
-   (GRPO) advantages broadcast to every token, the same clipped surrogate, no critic.
-4. **Update the reward model** with the BT loss on the SAME summaries, on the RM update pair (``train_prompt``,
-   ``train_chosen``, ``train_rejected``), minibatches of ``train_batch_size`` (skipped when
-   ``train_reward_model`` is False: trained summarizer + static reward model).
-
-Where this departs from the paper (and from the public code, which never ran its PPO loop):
-
-- The critic reads the summarizer's own tokens: with ``separate_critic`` (the default, as in OpenRLHF) it is a
-  second copy of the summarizer with a scalar value head; without, a value head on the policy's last hidden
-  states, detached so the value loss never moves the policy (a cheaper critic for CPU runs).
-- Under data parallelism each process samples, scores and whitens its own share of the rollout batch (the
-  advantage whitening is per process, not over the global batch); gradients are averaged as usual.
-- The policy and critic run with dropout off during PPO (so the rollout and update log-probs agree); the reward
-  model trains in train mode and scores in eval mode.
-- With LoRA, the reference summarizer is the same network with its adapters switched off (no second copy).
-- The PPO policy and value losses are token means per summary, then means over summaries (OpenRLHF v0.6's
-  normalisation), so ``micro_batch_size`` sets the memory use only.
-
-How it is computed (``shared_context``, the default; `plus.prefix`): each context is prefilled once and its KV
-cache repeated for its K samples, all summaries of a rollout batch are decoded together, and the inputs of the first
-trainable block are kept at every context and summary token. The log-prob, reference, critic and update passes then
-run only the blocks above the frozen bottom ones (LoRA on the top k blocks: the top k), once per context for the
-context part, with logits at the summary positions only. ``shared_context=False`` is the plain reference path (a full
-forward of [context, summary] for every row in every pass), kept for the equivalence tests and `plus.bench`.
-"""
+"""The co-adaptation loop itself (`train_plus`), top to bottom: the rollout batch and the models it trains, the
+four stages of one rollout batch (sample, score, update the summarizer, update the reward model), then the loop.
+The algorithm, and where it departs from the paper: `plus.coadapt`."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-import random
-import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -59,248 +17,43 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from plus.artifacts import MetricsWriter, write_json, write_text_atomic
-from plus.config import check_number
+from plus.artifacts import MetricsWriter, write_json
+from plus.coadapt.checkpoint import (
+    CHECKPOINT_DIR,
+    _trainable_state,
+    checkpoint_to_resume,
+    cut_log_after,
+    load_checkpoint,
+    records_fingerprint,
+    save_checkpoint,
+)
+from plus.coadapt.config import CoadaptConfig
+from plus.coadapt.estimators import ESTIMATORS
 from plus.losses import (
     bradley_terry_loss,
     entropy_from_logits,
-    gae_advantages,
-    grpo_advantages,
     kl_penalty,
     masked_mean,
     masked_whiten,
     ppo_policy_loss,
     ppo_value_loss,
-    rloo_advantages,
-    token_rewards,
 )
 from plus.models import load_causal_lm
 from plus.prefix import frozen_depth, summary_logits
-from plus.reward_model import RewardModelConfig, SummaryRewardModel
+from plus.reward_model import SummaryRewardModel
 from plus.schedules import cosine_schedule
 from plus.summarizer import generate_summaries, response_logits, token_logprobs
 from plus.train import seed_everything
 
 logger = logging.getLogger(__name__)
 
-ESTIMATORS = ("ppo", "rloo", "grpo")
 RECORD_FIELDS = ("context", "reward_prompt", "chosen", "rejected", "train_prompt", "train_chosen", "train_rejected")
 EVAL_FIELDS = ("context", "eval_prompt", "eval_chosen", "eval_rejected")
-CHECKPOINT_DIR = "checkpoint"
-
-
-@dataclass(frozen=True)
-class CoadaptConfig:
-    """Hyper-parameters of the co-adaptation loop. Defaults are the paper's (REFERENCE.md 2.1)."""
-
-    summarizer_model: str = "Qwen/Qwen2.5-3B-Instruct"
-    """Causal chat LM that writes the summaries (anything `plus.models.load_causal_lm` loads)."""
-    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
-    """The summary-conditioned reward model (backbone, max length, pooling)."""
-    seed: int = 0
-    """Seeds python, numpy and torch (each process adds its rank)."""
-    num_episodes: int = 1
-    """Passes over the training records (the paper: 1)."""
-    max_steps: int | None = None
-    """Stop after this many rollout batches (None: all episodes)."""
-    rollout_batch_size: int = 256
-    """Records per rollout batch, over all processes."""
-    train_batch_size: int = 128
-    """Records per optimizer step (a rollout batch gives rollout / train steps per PPO epoch)."""
-    micro_batch_size: int = 8
-    """Rows (summaries) per forward pass (scoring, log-probs and gradient accumulation); sets the memory use only:
-    losses and gradients do not depend on it."""
-    generation_batch_size: int = 64
-    """Summaries decoded together (contexts x samples per context) on the shared-context path; larger batches
-    amortise the per-step cost of decoding, at the price of KV-cache memory."""
-    shared_context: bool = True
-    """The fast path (`plus.prefix`): each context is prefilled once for its samples, the summarizer's frozen
-    bottom blocks run once per rollout batch, and the log-prob, reference, critic and update passes run only the
-    blocks above them, with logits at the summary positions. False: the plain reference path, kept for the
-    equivalence tests and the benchmark (transformers' ``generate`` in micro-batches, and a full forward of
-    [context, summary] for every row in every pass). Both compute the same numbers up to rounding."""
-    max_summary_tokens: int = 256
-    """Cap on generated summary tokens."""
-    temperature: float = 1.0
-    """Sampling temperature of the summaries."""
-    top_p: float = 1.0
-    """Nucleus-sampling threshold of the summaries."""
-    prefill_marker: bool = False
-    """Start the assistant turn with ``##Summary`` (help for small models; the paper does not)."""
-    summary_prefix: str = ""
-    """The summary's first words, written after the marker (needs ``prefill_marker``), e.g. "This user prefers".
-    The summary the reward model reads is the prefix and what the summarizer writes after it; the policy is
-    trained only on the tokens it wrote. "" (the paper): the summarizer writes the whole summary."""
-    estimator: str = "ppo"
-    """``ppo`` (learned critic, GAE), ``rloo`` or ``grpo`` (critic-free, ``num_samples`` per context)."""
-    num_samples: int = 4
-    """Summaries per context for ``rloo`` / ``grpo`` (ignored by ``ppo``, which samples one)."""
-    kl_coef: float = 0.01
-    """beta of the per-token KL penalty to the frozen reference summarizer (k1 estimator, fixed)."""
-    reward_clip: float = 10.0
-    """The summarizer's reward R is clipped to [-reward_clip, reward_clip]."""
-    gamma: float = 1.0
-    """GAE discount."""
-    lam: float = 0.95
-    """GAE lambda."""
-    whiten_advantages: bool = True
-    """Whiten the advantages over the (per-process) rollout."""
-    policy_clip: float = 0.2
-    """PPO ratio clip."""
-    value_clip: float = 0.2
-    """PPO value clip (around the rollout's values)."""
-    ppo_epochs: int = 1
-    """Passes of PPO over each rollout batch."""
-    reward_epochs: int = 1
-    """Passes of the reward model's BT update over each rollout batch's summaries (the paper: 1). More passes let
-    a short run give the reward model enough updates; the summarizer's reward still comes from the model before
-    the batch's first pass."""
-    actor_lr: float = 5e-7
-    """Summarizer learning rate."""
-    critic_lr: float = 9e-6
-    """Critic learning rate."""
-    reward_lr: float = 9e-6
-    """Reward-model learning rate."""
-    adam_betas: tuple[float, float] = (0.9, 0.95)
-    """AdamW betas (all three optimizers)."""
-    weight_decay: float = 0.0
-    """AdamW weight decay (all three optimizers)."""
-    warmup_ratio: float = 0.03
-    """Share of the optimizer steps with a linear warmup before the cosine decay (`plus.schedules`)."""
-    max_grad_norm: float = 1.0
-    """Gradient-norm clip, per model."""
-    separate_critic: bool = True
-    """Critic = a copy of the summarizer + value head (True) or a value head on the policy's detached hidden
-    states (False, cheaper)."""
-    lora: bool = False
-    """Train LoRA adapters (peft) on the summarizer (and on a separate critic) instead of every weight."""
-    lora_rank: int = 16
-    """LoRA rank."""
-    lora_alpha: int = 32
-    """LoRA alpha (the update is scaled by alpha / rank)."""
-    lora_dropout: float = 0.0
-    """LoRA dropout (0 keeps rollout and update log-probs equal)."""
-    lora_top_layers: int | None = None
-    """Put the adapters only on the top k transformer blocks (None: every block). The backward pass then stops
-    at block L - k, which makes a summarizer update several times cheaper on a CPU."""
-    train_summarizer: bool = True
-    """False freezes the summarizer: PLUS-untrained (the reward model trains on its fixed summaries)."""
-    train_reward_model: bool = True
-    """False freezes the reward model: trained summarizer + static reward model."""
-    checkpoint_every: int = 0
-    """Write a resumable checkpoint every N rollout batches (0: only at the end)."""
-
-    def __post_init__(self) -> None:
-        positive = (
-            "num_episodes",
-            "rollout_batch_size",
-            "train_batch_size",
-            "micro_batch_size",
-            "generation_batch_size",
-            "max_summary_tokens",
-            "ppo_epochs",
-            "reward_epochs",
-            "lora_rank",
-            "lora_alpha",
-        )
-        for name in positive:
-            check_number(self, name, 1, integer=True)
-        check_number(self, "seed", 0, integer=True)
-        if self.max_steps is not None:
-            check_number(self, "max_steps", 1, integer=True)
-        if self.lora_top_layers is not None:
-            check_number(self, "lora_top_layers", 1, integer=True)
-        check_number(self, "num_samples", 1, integer=True)
-        check_number(self, "checkpoint_every", 0, integer=True)
-        if self.rollout_batch_size % self.train_batch_size:
-            raise ValueError(
-                f"CoadaptConfig.rollout_batch_size ({self.rollout_batch_size}) must be a multiple of "
-                f"train_batch_size ({self.train_batch_size})"
-            )
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"CoadaptConfig.estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
-        if self.estimator != "ppo" and self.num_samples < 2:
-            raise ValueError(f"CoadaptConfig.num_samples must be >= 2 for {self.estimator}, got {self.num_samples}")
-        for name in ("kl_coef", "reward_clip", "policy_clip", "value_clip", "max_grad_norm", "weight_decay"):
-            check_number(self, name, 0)
-        for name in ("actor_lr", "critic_lr", "reward_lr", "temperature"):
-            check_number(self, name, 0, above=True)
-        for name in ("gamma", "lam", "top_p", "warmup_ratio", "lora_dropout"):
-            check_number(self, name, 0, 1)
-        betas = self.adam_betas
-        if not isinstance(betas, tuple | list) or len(betas) != 2:
-            raise ValueError(f"CoadaptConfig.adam_betas must be a pair of numbers in [0, 1), got {betas!r}")
-        for beta in betas:
-            if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0 <= beta < 1:
-                raise ValueError(f"CoadaptConfig.adam_betas must be a pair of numbers in [0, 1), got {betas!r}")
-        if not isinstance(self.summarizer_model, str) or not self.summarizer_model.strip():
-            raise ValueError(f"CoadaptConfig.summarizer_model must name a model, got {self.summarizer_model!r}")
-        if self.summary_prefix and not self.prefill_marker:
-            raise ValueError(f"CoadaptConfig.summary_prefix={self.summary_prefix!r} needs prefill_marker=True")
-
-    @property
-    def samples_per_context(self) -> int:
-        return 1 if self.estimator == "ppo" else self.num_samples
-
-    @classmethod
-    def from_dict(cls, payload: dict) -> CoadaptConfig:
-        """The config `asdict` wrote (``reward_model`` as a dict, ``adam_betas`` as a list)."""
-        payload = dict(payload)
-        payload["reward_model"] = RewardModelConfig(**payload["reward_model"])
-        payload["adam_betas"] = tuple(payload["adam_betas"])
-        return cls(**payload)
-
-
-def coadapt_config(profile_name: str, **changes: Any) -> CoadaptConfig:
-    """The loop at a profile's scale (`plus.config.PROFILES`: models, summary cap, reward-model input cap), then
-    ``changes``.
-
-    - smoke: the tiny models, every block trained, one rollout batch of 8 contexts, lr 1e-3: checks that it runs;
-    - cpu: sized for a 2-core laptop. SmolLM2-135M-Instruct with LoRA (rank 16) on its top 8 blocks at lr 1e-3;
-      RLOO with 4 summaries per context (no critic to warm up in a run of a few hundred batches); temperature 0.7
-      (SmolLM2-135M writes noise at 1.0); the assistant turn prefilled with the marker and "This user prefers
-      responses about" (left to start on its own it rarely writes about the user); 24 summary tokens after it;
-      8 contexts per rollout batch; the MiniLM reward model with its top 4 blocks trained at lr 1e-3 (the
-      reward-model benchmark's setting, `plus.evaluation.benchmark_config`) and 4 passes per rollout batch;
-    - gpu: the paper's (the `CoadaptConfig` defaults: PPO with a separate critic, full fine-tuning, actor lr
-      5e-7, rollout 256 / train 128, temperature 1, no prefix) with the profile's models and summary cap."""
-    from plus.config import get_profile
-
-    profile = get_profile(profile_name)
-    reward_model = RewardModelConfig(backbone=profile.reward_model, max_length=profile.max_length)
-    config = CoadaptConfig(
-        summarizer_model=profile.summarizer_model,
-        reward_model=reward_model,
-        max_summary_tokens=profile.max_summary_tokens,
-    )
-    if profile.name in ("smoke", "cpu"):
-        cpu = profile.name == "cpu"
-        config = replace(
-            config,
-            reward_model=replace(reward_model, num_trainable_layers=4 if cpu else None),
-            rollout_batch_size=8,
-            train_batch_size=8,
-            max_steps=None if cpu else 1,
-            max_summary_tokens=24 if cpu else profile.max_summary_tokens,
-            estimator="rloo",
-            num_samples=4,
-            temperature=0.7,
-            prefill_marker=True,
-            summary_prefix="This user prefers responses about",
-            lora=True,
-            lora_top_layers=8 if cpu else None,
-            separate_critic=False,
-            actor_lr=1e-3,
-            critic_lr=1e-3,
-            reward_lr=1e-3,
-            reward_epochs=4,
-        )
-    return replace(config, **changes)
 
 
 @dataclass
@@ -489,8 +242,9 @@ def _optimizer(params: list[nn.Parameter], lr: float, config: CoadaptConfig) -> 
 
 RewardFn = Callable[[list[dict], list[str]], torch.Tensor]
 """``reward_fn(records, summaries) -> (N,)``: the summarizer's reward for each summary of its record."""
-Probe = Callable[[nn.Module, PreTrainedTokenizerBase], dict[str, float]]
-"""``probe(policy, tokenizer) -> metrics`` of the summarizer as it is (held-out curves)."""
+Probe = Callable[[nn.Module, PreTrainedTokenizerBase, nn.Module], dict[str, float]]
+"""``probe(policy, tokenizer, reward_model) -> metrics`` of the summarizer and the loop's reward model as they are
+(held-out curves)."""
 
 
 def _checked_rewards(rewards: torch.Tensor, size: int) -> torch.Tensor:
@@ -651,14 +405,8 @@ def collect_rollout(
     batch.ref_logprobs = torch.cat(ref_logprobs) * mask
     batch.entropy = (generated.entropy if from_generation else torch.cat(entropy)) * mask
     batch.kl = kl_penalty(batch.logprobs, batch.ref_logprobs) * mask  # (N, S)
-    if config.estimator == "ppo":
-        batch.values = torch.cat(values) * mask  # (N, S)
-        rewards = token_rewards(scores, batch.kl, mask, config.kl_coef)  # (N, S)
-        advantages, batch.returns = gae_advantages(rewards, batch.values, mask, config.gamma, config.lam)
-    else:
-        sequence_rewards = (scores - config.kl_coef * batch.kl.sum(1)).view(-1, samples)  # (B, K)
-        estimate = rloo_advantages if config.estimator == "rloo" else grpo_advantages
-        advantages = estimate(sequence_rewards).view(-1, 1) * mask  # (N, S) one advantage per summary
+    batch.values = torch.cat(values) * mask if critic is not None else None  # (N, S)
+    advantages, batch.returns = ESTIMATORS[config.estimator](scores, batch.kl, mask, batch.values, config)
     batch.advantages = masked_whiten(advantages, mask) if config.whiten_advantages else advantages
     perf["perf/logprob_seconds"] = time.perf_counter() - began
     return batch, perf
@@ -799,186 +547,6 @@ def update_reward_model(
     return {"reward_model/loss": float(np.mean(losses)), "reward_model/accuracy": float(np.mean(correct))}
 
 
-# --- checkpoints: safetensors + JSON, no pickles ---------------------------------------------------------------
-
-
-def _trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The trainable parameters only (LoRA adapters, unfrozen layers): the frozen rest is rebuilt from the config."""
-    return {n: p.detach().cpu().contiguous() for n, p in module.named_parameters() if p.requires_grad}
-
-
-def _load_trainable_state(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    params = {n: p for n, p in module.named_parameters() if p.requires_grad}
-    if set(params) != set(state):
-        missing, extra = sorted(set(params) - set(state))[:3], sorted(set(state) - set(params))[:3]
-        raise ValueError(f"Checkpoint does not match the model: missing {missing}, unexpected {extra}")
-    with torch.no_grad():
-        for name, tensor in state.items():
-            params[name].copy_(tensor.to(params[name].device))
-
-
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """An optimizer state dict split into flat tensors (for safetensors) and plain JSON (param groups, steps)."""
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for index, slots in state["state"].items():
-        for key, value in slots.items():
-            if torch.is_tensor(value):
-                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{index}.{key}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in list(tensors.items()) + list(meta["scalars"].items()):
-        index, slot = key.split(".", 1)
-        state.setdefault(int(index), {})[slot] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
-    tensors = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        tensors["cuda"] = torch.cuda.get_rng_state()
-    kind, keys, position, has_gauss, gauss = np.random.get_state()
-    tensors["numpy_keys"] = torch.from_numpy(keys.astype(np.int64))
-    python = random.getstate()
-    return tensors, {"python": [python[0], list(python[1]), python[2]], "numpy": [kind, position, has_gauss, gauss]}
-
-
-def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    torch.set_rng_state(tensors["torch"])
-    if "cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["cuda"])
-    kind, position, has_gauss, gauss = meta["numpy"]
-    np.random.set_state((kind, tensors["numpy_keys"].numpy().astype(np.uint32), position, has_gauss, gauss))
-    version, internal, gauss_next = meta["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-
-
-def save_checkpoint(
-    directory: Path,
-    step: int,
-    config: CoadaptConfig,
-    modules: dict[str, nn.Module],
-    optimizers: dict[str, torch.optim.Optimizer],
-    schedulers: dict[str, Any],
-    accelerator: Accelerator,
-    records_digest: str = "",
-) -> None:
-    """Everything a resume needs: trainable weights, optimizer and scheduler states, RNG states (per process),
-    the step, the config and ``records_digest`` (`records_fingerprint`). Weights and optimizer tensors are
-    safetensors, the rest JSON.
-
-    Atomic: the files go to a fresh ``<directory>.incoming`` folder (``state.json`` last), which then replaces
-    ``directory`` by two renames (the old checkpoint is kept as ``<directory>.previous`` until the new one is
-    in place). A process killed at any moment leaves a complete checkpoint that `checkpoint_to_resume` finds."""
-    final, directory = directory, directory.with_name(directory.name + ".incoming")
-    if accelerator.is_main_process and directory.exists():
-        shutil.rmtree(directory)  # a half-written checkpoint of a killed run
-    accelerator.wait_for_everyone()
-    directory.mkdir(parents=True, exist_ok=True)
-    rng_tensors, rng_meta = _rng_state()
-    rank = accelerator.process_index
-    save_file(rng_tensors, str(directory / f"rng-{rank}.safetensors"))
-    write_json(directory / f"rng-{rank}.json", rng_meta)
-    if accelerator.is_main_process:
-        for name, module in modules.items():
-            save_file(_trainable_state(accelerator.unwrap_model(module)), str(directory / f"{name}.safetensors"))
-        meta = {"step": step, "config": asdict(config), "records": records_digest, "optimizers": {}, "schedulers": {}}
-        for name, optimizer in optimizers.items():
-            tensors, meta["optimizers"][name] = _optimizer_tensors(optimizer)
-            save_file(tensors, str(directory / f"optimizer-{name}.safetensors"))
-        for name, scheduler in schedulers.items():
-            meta["schedulers"][name] = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        write_json(directory / "state.json", meta)  # written last: its presence marks a complete checkpoint
-        previous = final.with_name(final.name + ".previous")
-        if previous.exists():
-            shutil.rmtree(previous)
-        if final.exists():
-            final.rename(previous)
-        directory.rename(final)
-        if previous.exists():
-            shutil.rmtree(previous)
-    accelerator.wait_for_everyone()
-
-
-def checkpoint_to_resume(directory: Path) -> Path | None:
-    """The newest complete checkpoint (one with ``state.json``) that `save_checkpoint` left at ``directory``,
-    ``<directory>.incoming`` (killed before the renames) or ``<directory>.previous`` (killed between them);
-    None when there is none."""
-    candidates = [directory.with_name(directory.name + suffix) for suffix in ("", ".incoming", ".previous")]
-    complete = [c for c in candidates if (c / "state.json").exists()]
-    if not complete:
-        return None
-    return max(complete, key=lambda c: json.loads((c / "state.json").read_text())["step"])
-
-
-def records_fingerprint(records: Sequence[dict]) -> str:
-    """A hash of the training records (their JSON, in order): a resume must train on the same records."""
-    digest = hashlib.sha256()
-    for record in records:
-        digest.update(json.dumps(record, sort_keys=True, default=str).encode())
-    return digest.hexdigest()[:16]
-
-
-def cut_log_after(path: Path, step: int) -> None:
-    """Drop the rows of a JSONL log (``metrics.jsonl``, ``rollouts.jsonl``) whose ``step`` is above ``step``:
-    what a killed run wrote after its last checkpoint, which the resume writes again."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    write_text_atomic(path, "".join(line + "\n" for line in kept))
-
-
-RESUMABLE_CHANGES = ("checkpoint_every",)
-"""Config fields a resumed run may change; any other difference means another run (another output_dir)."""
-
-
-def load_checkpoint(
-    directory: Path,
-    config: CoadaptConfig,
-    modules: dict[str, nn.Module],
-    optimizers: dict[str, torch.optim.Optimizer],
-    schedulers: dict[str, Any],
-    accelerator: Accelerator,
-    records_digest: str = "",
-) -> int:
-    """Restore what `save_checkpoint` wrote; returns the number of rollout batches already done. A checkpoint
-    written under another config or other records is refused (a clear error; nothing is deleted)."""
-    meta = json.loads((directory / "state.json").read_text())
-    if meta.get("records", records_digest) != records_digest:
-        raise ValueError(
-            f"The checkpoint in {directory} was written for other training records; resume with the same records, "
-            "or train into a new output_dir (or delete that checkpoint)"
-        )
-    current = json.loads(json.dumps(asdict(config)))
-    changed = sorted(
-        name for name in current if name not in RESUMABLE_CHANGES and current[name] != meta["config"].get(name)
-    )
-    if changed:
-        raise ValueError(
-            f"The checkpoint in {directory} was written with another config (differs in {', '.join(changed)}); "
-            "resume with the same config, or train into a new output_dir (or delete that checkpoint)"
-        )
-    for name, module in modules.items():
-        _load_trainable_state(accelerator.unwrap_model(module), load_file(str(directory / f"{name}.safetensors")))
-    for name, optimizer in optimizers.items():
-        _load_optimizer(
-            optimizer, load_file(str(directory / f"optimizer-{name}.safetensors")), meta["optimizers"][name]
-        )
-    for name, scheduler in schedulers.items():
-        scheduler.load_state_dict({**scheduler.state_dict(), **meta["schedulers"][name]})
-    rank = accelerator.process_index
-    rng_meta = json.loads((directory / f"rng-{rank}.json").read_text())
-    _set_rng_state(load_file(str(directory / f"rng-{rank}.safetensors")), rng_meta)
-    return int(meta["step"])
-
-
 # --- the loop ----------------------------------------------------------------------------------------------------
 
 
@@ -1036,8 +604,9 @@ def train_plus(
 
     Controls: ``reward_fn(records, summaries)`` replaces the reward model's reward for the summarizer (a known
     reward, e.g. `plus.control.pets_reward`; the reward model still trains unless ``train_reward_model`` is
-    False). ``probe(policy, tokenizer)`` measures the summarizer before the first rollout batch, every
-    ``probe_every`` batches and after the last; its rows go to ``probe.jsonl`` with their ``step``.
+    False). ``probe(policy, tokenizer, reward_model)`` measures the summarizer and the reward model before the first
+    rollout batch, every ``probe_every`` batches and after the last; its rows go to ``probe.jsonl`` with their
+    ``step``. ``config.summarizer_start`` holds the summarizer's updates back for that many rollout batches.
     Writes ``metrics.jsonl``, the sampled summaries with their rewards (``rollouts.jsonl``), TensorBoard events
     under ``tensorboard/``, ``config.json``, the final trainable weights (``final/``) and checkpoints."""
     _check_records(records, RECORD_FIELDS, "train")
@@ -1083,7 +652,8 @@ def train_plus(
         optimizers["reward_model"] = _optimizer(_trainable(scorer), config.reward_lr, config)
     schedulers = {}
     for name, optimizer in optimizers.items():
-        total = num_steps * updates_per_step * (config.ppo_epochs if name != "reward_model" else config.reward_epochs)
+        steps = num_steps if name == "reward_model" else max(num_steps - config.summarizer_start, 1)
+        total = steps * updates_per_step * (config.ppo_epochs if name != "reward_model" else config.reward_epochs)
         schedulers[name] = cosine_schedule(optimizer, total, math.ceil(config.warmup_ratio * total))
 
     names = list(modules)
@@ -1120,7 +690,8 @@ def train_plus(
     def run_probe(step: int) -> None:
         if probes is not None:
             began_probe = time.perf_counter()
-            measured = probe(accelerator.unwrap_model(policy), tokenizer)
+            reward_model = accelerator.unwrap_model(scorer).reward_model
+            measured = probe(accelerator.unwrap_model(policy), tokenizer, reward_model)
             probes.write(step, measured | {"perf/probe_seconds": time.perf_counter() - began_probe})
 
     if start == 0:
@@ -1139,7 +710,7 @@ def train_plus(
         metrics = _rollout_metrics(batch, config)
         metrics |= perf
         # (3) the summarizer's update.
-        if config.train_summarizer:
+        if config.train_summarizer and step >= config.summarizer_start:
             began_update = time.perf_counter()
             metrics |= update_summarizer(config, batch, policy, critic, optimizers, schedulers, accelerator)
             metrics["perf/summarizer_update_seconds"] = time.perf_counter() - began_update
@@ -1196,70 +767,3 @@ def train_plus(
         tokenizer=tokenizer,
         reward_model=accelerator.unwrap_model(scorer).reward_model,
     )
-
-
-# --- evaluation -----------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate_plus(
-    policy: nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    reward_model: nn.Module,
-    records: Sequence[dict],
-    max_summary_tokens: int,
-    output_dir: str | Path | None = None,
-    modes: Sequence[str] = ("sampled", "greedy"),
-    batch_size: int = 8,
-    prefill_marker: bool = False,
-    seed: int = 0,
-    name: str = "eval",
-    temperature: float = 1.0,
-    summary_prefix: str = "",
-) -> dict[str, float]:
-    """Pairwise accuracy 1[r(eval_chosen | z) > r(eval_rejected | z)] per split and summary mode (``sampled`` at
-    ``temperature``: use the training run's, ``greedy``), keys ``<mode>/<split>``; also the share of bad
-    summaries. With ``output_dir``, writes ``summaries-<name>-<mode>.jsonl`` (one line per record) and
-    ``accuracy-<name>.json`` there."""
-    _check_records(records, EVAL_FIELDS, "eval")
-    scorer = RewardScorer(reward_model)
-    splits = np.array([record.get("split", "all") for record in records])
-    results: dict[str, float] = {}
-    for mode in modes:
-        if mode not in ("sampled", "greedy"):
-            raise ValueError(f"Unknown evaluation mode {mode!r}; use 'sampled' or 'greedy'")
-        torch.manual_seed(seed)
-        generated = generate_summaries(
-            policy,
-            tokenizer,
-            [r["context"] for r in records],
-            max_new_tokens=max_summary_tokens,
-            do_sample=mode == "sampled",
-            temperature=temperature,
-            batch_size=batch_size,
-            prefill_marker=prefill_marker,
-            summary_prefix=summary_prefix,
-        )
-        margins = score_summaries(scorer, generated.texts, records, "eval", batch_size)  # (B,)
-        correct = (margins > 0).numpy()
-        for split in sorted(set(splits)):
-            results[f"{mode}/{split}"] = float(correct[splits == split].mean())
-        statuses = np.array([s.status for s in generated.summaries])
-        results[f"{mode}/bad_summary_fraction"] = float(np.mean(statuses != "ok"))
-        if output_dir is not None:
-            path = Path(output_dir) / f"summaries-{name}-{mode}.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("w") as handle:
-                for record, summary, margin in zip(records, generated.summaries, margins.tolist(), strict=True):
-                    row = {
-                        "user_id": record.get("user_id"),
-                        "split": record.get("split"),
-                        "summary": summary.text,
-                        "status": summary.status,
-                        "margin": margin,
-                        "correct": margin > 0,
-                    }
-                    handle.write(json.dumps(row) + "\n")
-    if output_dir is not None:
-        write_json(Path(output_dir) / f"accuracy-{name}.json", results)
-    return results
