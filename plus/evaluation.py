@@ -130,6 +130,15 @@ def pairwise_accuracy(method: RewardMethod, records: Sequence[dict], batch_size:
         chosen, rejected = method.pair_rewards(records[start : start + batch_size], "eval")  # (b,) each
         correct.extend(pair_credit(chosen, rejected).tolist())
     method.train(was_training)
+    return accuracy_from_credits(correct, records)
+
+
+def accuracy_from_credits(correct: Sequence[float], records: Sequence[dict]) -> dict:
+    """`pairwise_accuracy`'s metrics from the per-pair credits ``correct`` of ``records`` (in order): the shares
+    over all, contested and agreed records, the counts, and the credits behind each."""
+    correct = [float(c) for c in correct]
+    if len(correct) != len(records):
+        raise ValueError(f"{len(correct)} credits for {len(records)} records")
 
     def share(credits: list[float]) -> float | None:
         return sum(credits) / len(credits) if credits else None
@@ -183,6 +192,17 @@ def aggregate_over_seeds(per_seed: Sequence[dict[str, dict[str, float]]]) -> dic
     return out
 
 
+def paper_label(method: str) -> str | None:
+    """The paper's row name of a method key: a registered baseline's label, "PLUS" for ``plus`` (trained by
+    `plus.coadapt`, not a baseline), else None (no reported row)."""
+    if method == "plus":
+        return "PLUS"
+    try:
+        return method_label(method)
+    except KeyError:
+        return None
+
+
 def table_rows(results: dict) -> list[dict]:
     """The rows of ``table.json`` (``../shared/RESULTS.md``) from a `run_benchmark` artifact: one per data set,
     split, subset and method, metric ``accuracy``, with its bootstrap interval. ``reported`` is the paper's
@@ -199,7 +219,7 @@ def table_rows(results: dict) -> list[dict]:
                     if not cell or "ci_low" not in cell:
                         continue
                     column = columns.get((dataset, split)) if subset == "contested" else None
-                    reported = REPORTED_PLUS_TABLE.get(method_label(method), {}).get(column)
+                    reported = REPORTED_PLUS_TABLE.get(paper_label(method), {}).get(column)
                     rows.append(
                         {
                             "dataset": dataset,

@@ -13,6 +13,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from plus.artifacts import write_json
+from plus.coadapt.config import CoadaptConfig
 from plus.coadapt.loop import EVAL_FIELDS, RewardScorer, _check_records, score_summaries
 from plus.summarizer import generate_summaries
 
@@ -79,3 +80,38 @@ def evaluate_plus(
     if output_dir is not None:
         write_json(Path(output_dir) / f"accuracy-{name}.json", results)
     return results
+
+
+@torch.no_grad()
+def summary_accuracy(
+    policy: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    reward_model: nn.Module,
+    records: Sequence[dict],
+    config: CoadaptConfig,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> tuple[dict[str, dict], list[str]]:
+    """Per split of ``records``: `plus.evaluation.accuracy_from_credits` of the reward model reading one summary
+    sampled per context as the loop samples them (``config``'s temperature, prefix and length; seeded, inside
+    `torch.random.fork_rng` so a training run's RNG is left alone), scored on the record's held-out pair. Also
+    returns the summaries, in record order."""
+    from plus.evaluation import accuracy_from_credits, pair_credit
+
+    _check_records(records, EVAL_FIELDS, "eval")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        generated = generate_summaries(
+            policy, tokenizer, [r["context"] for r in records], max_new_tokens=config.max_summary_tokens,
+            temperature=config.temperature, top_p=config.top_p, batch_size=batch_size,
+            prefill_marker=config.prefill_marker, summary_prefix=config.summary_prefix,
+        )  # fmt: skip
+    was_training = reward_model.training
+    margins = score_summaries(RewardScorer(reward_model), generated.texts, records, "eval", batch_size)  # (N,)
+    reward_model.train(was_training)
+    credits = pair_credit(margins, torch.zeros_like(margins)).tolist()
+    splits = {}
+    for split in sorted({r["split"] for r in records}):
+        rows = [i for i, r in enumerate(records) if r["split"] == split]
+        splits[split] = accuracy_from_credits([credits[i] for i in rows], [records[i] for i in rows])
+    return splits, generated.texts

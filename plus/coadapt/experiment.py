@@ -1,0 +1,321 @@
+"""The co-adaptation ablation of notebook 04: PLUS and the paper's ablations, trained on the same records with the
+same budget of rollout batches, then scored on the held-out pairs of every test split.
+
+- ``plus``: both models trained (`plus.coadapt.train_plus`);
+- ``plus-static-rm``: the summarizer trained against the reward model as it starts (never updated);
+- ``plus-untrained``: the summarizer frozen, the reward model trained on its samples (the same loop);
+- ``btl``: one Bradley-Terry reward model, no summary (`plus.baselines`), trained for as many pair updates.
+
+Each loop variant probes held-out accuracy every ``curve_every`` rollout batches on a fixed subset (the learning
+curves); at the end every variant is scored on all test records with one summary sampled per context
+(`plus.coadapt.evaluation.summary_accuracy`) and writes ``eval.json`` (per-pair credits, summaries, seconds).
+``table.json`` (``../shared/RESULTS.md``) holds the mean over seeds with a bootstrap interval over seeds and test
+pairs (`plus.evaluation.table_rows`) and the paper's *reported* numbers where the paper has the cell. A run whose
+``eval.json`` matches its config is read, not trained again, so the notebook re-executes from the logs."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+
+from plus.artifacts import read_json, read_metrics, write_json, write_table
+from plus.coadapt.config import CoadaptConfig, coadapt_config
+from plus.coadapt.evaluation import summary_accuracy
+from plus.coadapt.loop import Probe, train_plus
+
+VARIANTS: tuple[str, ...] = ("plus", "plus-static-rm", "plus-untrained", "btl")
+LOOP_VARIANTS: tuple[str, ...] = VARIANTS[:3]
+LABELS = {
+    "plus": "PLUS (both trained)",
+    "plus-static-rm": "trained summarizer + static reward model",
+    "plus-untrained": "static summarizer + trained reward model (PLUS-untrained)",
+    "btl": "BTL (no summary)",
+}
+REPORTED_ABLATION: dict[tuple[str, str], float] = {("uf-p-2-synthetic", "plus-static-rm"): 0.5345}
+"""The paper's co-adaptation ablation cells our main-table quotes (`plus.evaluation.REPORTED_PLUS_TABLE`) lack:
+trained summarizer + static reward model on UF-P-2 (REFERENCE.md 2.2, *reported*)."""
+
+
+@dataclass(frozen=True)
+class AblationSettings:
+    """What one profile's ablation runs: data, budget, seeds and curves; ``changes`` go to `coadapt_config`."""
+
+    profile: str
+    datasets: tuple[str, ...]
+    num_train: int
+    """Training records per data set (one episode or more: ``steps`` rollout batches in all)."""
+    num_test: int
+    """Records per held-out split."""
+    steps: int
+    """Rollout batches per loop variant."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Training seeds (one data set per name, built with seed 0, as in the paper)."""
+    curve_every: int = 10
+    """Rollout batches between two points of a learning curve."""
+    curve_records: int = 64
+    """Held-out ``test`` records the learning curves are measured on (the first ones)."""
+    variants: tuple[str, ...] = VARIANTS
+    changes: dict = field(default_factory=dict)
+    """`CoadaptConfig` fields changed from the profile's (`coadapt_config`)."""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.variants) - set(VARIANTS))
+        if unknown:
+            raise ValueError(f"Unknown ablation variants {unknown}; choose from {VARIANTS}")
+        for name in ("num_train", "num_test", "steps", "curve_every", "curve_records"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"AblationSettings.{name} must be a positive integer, got {value!r}")
+        if not self.seeds or not self.datasets:
+            raise ValueError("AblationSettings needs at least one data set and one seed")
+
+
+SETTINGS: dict[str, AblationSettings] = {
+    "smoke": AblationSettings("smoke", ("pets-ood",), num_train=16, num_test=4, steps=2, seeds=(0,), curve_every=1,
+                              curve_records=4),
+    "cpu": AblationSettings("cpu", ("pets-ood", "uf-p-2-synthetic"), num_train=256, num_test=352, steps=60),
+    "gpu": AblationSettings("gpu", ("pets-ood", "uf-p-2-synthetic"), num_train=4096, num_test=512, steps=16,
+                            curve_every=2, curve_records=256),
+}  # fmt: skip
+"""cpu: 352 records per split gives Pets >= 200 contested test pairs. gpu: the paper's rollout batch of 256, one
+episode over 4096 records."""
+
+
+def ablation_settings(profile: str, **changes) -> AblationSettings:
+    if profile not in SETTINGS:
+        raise ValueError(f"Unknown profile {profile!r} for the ablation; choose one of {sorted(SETTINGS)}")
+    return replace(SETTINGS[profile], **changes)
+
+
+def variant_config(config: CoadaptConfig, variant: str) -> CoadaptConfig:
+    """``config`` with the switches of a loop variant (`LOOP_VARIANTS`)."""
+    if variant not in LOOP_VARIANTS:
+        raise ValueError(f"{variant!r} is not a loop variant; choose one of {LOOP_VARIANTS}")
+    return replace(
+        config, train_reward_model=variant != "plus-static-rm", train_summarizer=variant != "plus-untrained"
+    )
+
+
+def heldout_probe(records: Sequence[dict], config: CoadaptConfig, seed: int = 0, batch_size: int = 16) -> Probe:
+    """A `plus.coadapt.Probe`: ``heldout/accuracy`` and ``heldout/contested_accuracy`` of the loop's reward model
+    reading one seeded summary per held-out context from the summarizer as it is."""
+    if not records:
+        raise ValueError("heldout_probe needs at least one held-out record")
+
+    def probe(policy, tokenizer, reward_model) -> dict[str, float]:
+        splits, _ = summary_accuracy(policy, tokenizer, reward_model, records, config, seed, batch_size)
+        pooled = [m for m in splits.values()]
+        metrics = {"heldout/accuracy": sum(m["accuracy"] * m["num_pairs"] for m in pooled) / len(records)}
+        contested = sum(m["num_contested"] for m in pooled)
+        if contested:
+            total = sum((m["contested_accuracy"] or 0.0) * m["num_contested"] for m in pooled)
+            metrics["heldout/contested_accuracy"] = total / contested
+        return metrics
+
+    return probe
+
+
+@dataclass
+class Ablation:
+    """The ablation at one profile, writing ``output_dir/<data set>/<variant>/seed-<s>/``."""
+
+    settings: AblationSettings
+    output_dir: Path
+    _records: dict[str, list[dict]] = field(default_factory=dict, repr=False)
+
+    def records(self, dataset: str) -> list[dict]:
+        if dataset not in self._records:
+            from plus.data.registry import build_dataset
+
+            built = build_dataset(dataset, seed=0, num_train=self.settings.num_train, num_test=self.settings.num_test)
+            self._records[dataset] = built
+        return self._records[dataset]
+
+    def split(self, dataset: str, train: bool) -> list[dict]:
+        return [r for r in self.records(dataset) if (r["split"] == "train") == train]
+
+    def run_dir(self, dataset: str, variant: str, seed: int) -> Path:
+        return self.output_dir / dataset / variant / f"seed-{seed}"
+
+    def config(self, dataset: str, variant: str, seed: int) -> CoadaptConfig:
+        """The loop's config of one run: the profile's, `AblationSettings.changes`, the variant's switches."""
+        base = coadapt_config(self.settings.profile, **self.settings.changes)
+        per_episode = self.settings.num_train // base.rollout_batch_size
+        config = replace(
+            base, seed=seed, max_steps=self.settings.steps, num_episodes=math.ceil(self.settings.steps / per_episode),
+            checkpoint_every=10,
+        )  # fmt: skip
+        return variant_config(config, variant) if variant in LOOP_VARIANTS else config
+
+    def _fingerprint(self, dataset: str, variant: str, seed: int) -> dict:
+        return {
+            "variant": variant,
+            "config": asdict(self.config(dataset, variant, seed)),
+            "num_train": self.settings.num_train,
+            "num_test": self.settings.num_test,
+        }
+
+    def evaluation(self, dataset: str, variant: str, seed: int) -> dict | None:
+        """The run's ``eval.json`` when it was written for this very run (same config and sizes), else None."""
+        path = self.run_dir(dataset, variant, seed) / "eval.json"
+        if not path.exists():
+            return None
+        payload = read_json(path)
+        expected = read_json_roundtrip(self._fingerprint(dataset, variant, seed))
+        return payload if payload.get("run") == expected else None
+
+    def run(self, dataset: str, variant: str, seed: int) -> dict:
+        """Train (or resume) and evaluate one run; read its ``eval.json`` instead when it is done."""
+        done = self.evaluation(dataset, variant, seed)
+        if done is not None:
+            return done
+        directory = self.run_dir(dataset, variant, seed)
+        train, test = self.split(dataset, True), self.split(dataset, False)
+        config = self.config(dataset, variant, seed)
+        began = time.perf_counter()
+        if variant == "btl":
+            splits, summaries = self._train_btl(config, train, test, directory, seed), None
+        else:
+            curve = [r for r in test if r["split"] == "test"][: self.settings.curve_records]
+            probe = heldout_probe(curve, config, seed, config.micro_batch_size)
+            result = train_plus(config, train, directory, probe=probe, probe_every=self.settings.curve_every)
+            splits, summaries = summary_accuracy(
+                result.policy, result.tokenizer, result.reward_model, test, config, seed, config.micro_batch_size
+            )
+        payload = {
+            "run": read_json_roundtrip(self._fingerprint(dataset, variant, seed)),
+            "splits": splits,
+            "summaries": summaries,
+            "seconds": time.perf_counter() - began,
+        }
+        write_json(directory / "eval.json", payload)
+        return payload
+
+    def _train_btl(self, config: CoadaptConfig, train: list[dict], test: list[dict], directory: Path, seed: int):
+        """BTL with the loop's reward model and learning rate, for as many pair updates as the loop's reward
+        model gets (``steps`` x contexts per batch x ``reward_epochs`` / the records: whole epochs, rounded up)."""
+        from plus.baselines import BaselineConfig, build_method
+        from plus.evaluation import evaluate_method
+        from plus.train import TrainConfig, train_reward_model
+
+        method = build_method(BaselineConfig("btl", reward_model=config.reward_model), seed=seed)
+        pairs = self.settings.steps * config.rollout_batch_size * config.reward_epochs
+        epochs = max(1, math.ceil(pairs / len(train)))
+        schedule = TrainConfig(
+            learning_rate=config.reward_lr, head_learning_rate=config.reward_lr, batch_size=config.train_batch_size,
+            num_epochs=epochs, seed=seed,
+        )  # fmt: skip
+        train_reward_model(method, train, schedule, directory)
+        return evaluate_method(method, test)
+
+    def run_all(self) -> None:
+        for dataset in self.settings.datasets:
+            for seed in self.settings.seeds:
+                for variant in self.settings.variants:
+                    self.run(dataset, variant, seed)
+
+    def results(self) -> dict:
+        """The finished runs in `plus.evaluation.table_rows`' shape: {"config": {"seeds"}, "aggregate":
+        {data set: {variant: {split: metrics}}}}, with the seeds each cell rests on."""
+        from plus.evaluation import aggregate_over_seeds
+
+        aggregate: dict = {}
+        seeds: dict = {}
+        for dataset in self.settings.datasets:
+            for variant in self.settings.variants:
+                done = [(s, self.evaluation(dataset, variant, s)) for s in self.settings.seeds]
+                done = [(s, e) for s, e in done if e is not None]
+                if done:
+                    aggregate.setdefault(dataset, {})[variant] = aggregate_over_seeds([e["splits"] for _, e in done])
+                    seeds[dataset, variant] = [s for s, _ in done]
+        return {"config": {"seeds": list(self.settings.seeds)}, "aggregate": aggregate, "seeds": seeds}
+
+    def rows(self) -> list[dict]:
+        """``table.json`` rows: `plus.evaluation.table_rows` with each cell's own seeds and the ablation's
+        reported cells (`REPORTED_ABLATION`)."""
+        from plus.evaluation import table_rows
+
+        results = self.results()
+        rows = []
+        for row in table_rows({"config": results["config"], "aggregate": results["aggregate"]}):
+            row["seeds"] = results["seeds"][row["dataset"], row["method"]]
+            if row["subset"] == "contested" and row["split"] == "test":
+                row["reported"] = REPORTED_ABLATION.get((row["dataset"], row["method"]), row["reported"])
+            rows.append(row)
+        return rows
+
+    def write_table(self) -> list[dict]:
+        rows = self.rows()
+        write_table(self.output_dir / "table.json", rows)
+        return rows
+
+    def curves(self) -> pd.DataFrame:
+        """Every loop run's probe rows: columns dataset, variant, seed, step and the probe's metrics."""
+        frames = []
+        for dataset in self.settings.datasets:
+            for variant in LOOP_VARIANTS:
+                for seed in self.settings.seeds:
+                    path = self.run_dir(dataset, variant, seed) / "probe.jsonl"
+                    if path.exists():
+                        frame = pd.DataFrame(read_metrics(path)).assign(dataset=dataset, variant=variant, seed=seed)
+                        frames.append(frame)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def timing(self) -> pd.DataFrame:
+        """Per finished run: rollout batches, seconds per batch (from ``metrics.jsonl``) and the run's seconds
+        (training and evaluation, as measured when it ran)."""
+        rows = []
+        for dataset in self.settings.datasets:
+            for variant in self.settings.variants:
+                for seed in self.settings.seeds:
+                    done = self.evaluation(dataset, variant, seed)
+                    if done is None:
+                        continue
+                    row = {"dataset": dataset, "variant": variant, "seed": seed, "seconds": done["seconds"]}
+                    metrics = self.run_dir(dataset, variant, seed) / "metrics.jsonl"
+                    if variant in LOOP_VARIANTS and metrics.exists():
+                        steps = pd.DataFrame(read_metrics(metrics))
+                        row |= {"batches": len(steps), "seconds_per_batch": steps["perf/seconds_per_step"].mean()}
+                    rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def read_json_roundtrip(payload: dict) -> dict:
+    """``payload`` as it reads back from JSON (tuples become lists), for comparing with a file."""
+    import json
+
+    return json.loads(json.dumps(payload))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m plus.coadapt.experiment --profile cpu --output-dir results/cpu/04_train_plus``: train and
+    evaluate the runs in turn (resuming from their checkpoints, skipping the finished ones), as notebook 04 does,
+    then write ``table.json``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m plus.coadapt.experiment", description=main.__doc__)
+    parser.add_argument("--profile", default="cpu", choices=sorted(SETTINGS))
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--datasets", help="comma-separated data sets (default: the profile's)")
+    parser.add_argument("--variants", help=f"comma-separated, from {','.join(VARIANTS)} (default: all)")
+    parser.add_argument("--seeds", help="comma-separated training seeds (default: the profile's)")
+    args = parser.parse_args(argv)
+    changes = {}
+    if args.datasets:
+        changes["datasets"] = tuple(name.strip() for name in args.datasets.split(","))
+    if args.variants:
+        changes["variants"] = tuple(name.strip() for name in args.variants.split(","))
+    if args.seeds:
+        changes["seeds"] = tuple(int(seed) for seed in args.seeds.split(","))
+    experiment = Ablation(ablation_settings(args.profile, **changes), Path(args.output_dir))
+    experiment.run_all()
+    experiment.write_table()
+
+
+if __name__ == "__main__":
+    main()
