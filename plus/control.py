@@ -366,6 +366,18 @@ def ladder_note(rows: Sequence[dict], bars: dict[str, float], test: Sequence[dic
             f"{row['flat_groups_first10']:.0%} in the first 10 batches, {row['flat_groups_last10']:.0%} in the last "
             f"10; {row['seconds_per_step']:.0f} s per rollout batch, {row['minutes']:.0f} min in all."
         )
+    for row in rows:
+        if "loop/reads_own@end" not in row:
+            continue
+        reads = {when: f"{row[f'loop/reads_own@{when}']:.0%} / {row[f'loop/reads_other@{when}']:.0%}"
+                 for when in ("start", "end")}  # fmt: skip
+        lines.append(
+            f"- {LABELS[row['rung']]}: its own reward model, given the summary that names the user's own / the other "
+            f"animal, ranks the contested held-out pairs right {reads['start']} of the time before training and "
+            f"{reads['end']} at the last probe (a model that reads the summary: near 100% / 0%; one that ignores it: "
+            f"alike); reading the summarizer's own summaries, {_cell(row, 'loop/contested_accuracy', 'start')} -> "
+            f"{_cell(row, 'loop/contested_accuracy', 'end')}."
+        )
     if rows:
         learns = [LABELS[row["rung"]] for row in rows if learned(row)]
         stalls = [LABELS[row["rung"]] for row in rows if not learned(row)]

@@ -555,11 +555,15 @@ def sanity_bars(rows: Sequence[dict], columns: dict[str, tuple[str, str]] = PAPE
 
 
 def interval_table(
-    rows: Sequence[dict], subset: str = "contested", columns: dict[str, tuple[str, str]] = PAPER_COLUMNS
+    rows: Sequence[dict],
+    subset: str = "contested",
+    columns: dict[str, tuple[str, str]] = PAPER_COLUMNS,
+    labels: dict[str, str] | None = None,
 ):
-    """A pandas DataFrame of ``table.json`` rows laid out like the paper's table: one row per method, per column
-    ``ours`` as "mean [low, high]" (%, 95% interval) and ``reported`` (%, the paper's, on the contested subset
-    only; see `table_rows`). Empty strings where a run is absent."""
+    """A pandas DataFrame of ``table.json`` rows laid out like the paper's table: one row per method (named by
+    ``labels``, else `paper_label`), per column ``ours`` as "mean [low, high]" (%, 95% interval) and ``reported``
+    (%, the paper's, on the contested subset only: the row's own, else `REPORTED_PLUS_TABLE`'s; see
+    `table_rows`). Empty strings where a run is absent."""
     import pandas as pd
 
     methods = list(dict.fromkeys(row["method"] for row in rows))
@@ -569,9 +573,11 @@ def interval_table(
         for column, (dataset, split) in columns.items():
             cell = find_row(rows, dataset, split, subset, method)
             row[(column, "ours")] = "" if cell is None else format_interval(cell)
-            reported = REPORTED_PLUS_TABLE.get(method_label(method), {}).get(column)
+            reported = REPORTED_PLUS_TABLE.get(paper_label(method) or "", {}).get(column)
+            if cell is not None and cell.get("reported") is not None:
+                reported = 100 * cell["reported"]
             row[(column, "reported")] = "" if reported is None or subset != "contested" else f"{reported:.1f}"
-        table[method_label(method)] = row
+        table[(labels or {}).get(method) or paper_label(method) or method] = row
     frame = pd.DataFrame(table).T
     frame.columns = pd.MultiIndex.from_tuples(frame.columns)
     return frame

@@ -246,7 +246,7 @@ def test_share_interval_is_wilson():
         share_interval(0.5, 0)
 
 
-def _write_rung(directory, own, accuracy):
+def _write_rung(directory, own, accuracy, loop=False):
     directory.mkdir(parents=True)
     (directory / "config.json").write_text(json.dumps({"num_samples": 2}))
     with (directory / "rollouts.jsonl").open("w") as handle:  # 2 contexts x 2 samples per batch
@@ -259,8 +259,11 @@ def _write_rung(directory, own, accuracy):
             handle.write(json.dumps(row) + "\n")
     with (directory / "probe.jsonl").open("w") as handle:
         for step, (o, a) in zip(range(0, 25, 5), zip(own, accuracy, strict=True), strict=True):
-            handle.write(json.dumps({"step": step, "named/own": o, "named/other": 0.1, "heldout/contested_accuracy": a,
-                                     "perf/probe_seconds": 6.0}) + "\n")  # fmt: skip
+            row = {"step": step, "named/own": o, "named/other": 0.1, "heldout/contested_accuracy": a,
+                   "perf/probe_seconds": 6.0}  # fmt: skip
+            if loop:  # the loop's reward model stops reading the summary
+                row |= {"loop/contested_accuracy": a, "loop/reads_own": 1.0 - step / 40, "loop/reads_other": step / 40}
+            handle.write(json.dumps(row) + "\n")
 
 
 def test_ladder_rows_table_and_note_read_the_runs(pets, tmp_path):
@@ -293,6 +296,12 @@ def test_ladder_rows_table_and_note_read_the_runs(pets, tmp_path):
     assert "{" not in note
     assert "Does not: whole summary, known reward." in note
     assert "does not hold" in ladder_note(rows, {"own": 0.6, "other": 0.4}, test)
+    assert "its own reward model" not in note  # these rungs' probes did not measure it
+    _write_rung(tmp_path / "plus-ideal-init", [0.1, 0.2, 0.3, 0.3, 0.3], [0.5] * 5, loop=True)
+    row = ladder_rows(tmp_path, test, ["plus-ideal-init"])[0]
+    assert (row["loop/reads_own@start"], row["loop/reads_own@end"], row["loop/reads_other@end"]) == (1.0, 0.5, 0.5)
+    note = ladder_note([row], {"own": 1.0, "other": 0.0}, test)
+    assert "right 100% / 0% of the time before training and 50% / 50% at the last probe" in note
 
 
 def test_flat_group_share_counts_contexts_without_a_learning_signal():

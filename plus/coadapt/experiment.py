@@ -285,6 +285,82 @@ class Ablation:
         return pd.DataFrame(rows)
 
 
+def ablation_bars(rows: Sequence[dict]) -> pd.DataFrame:
+    """The checks that must hold before the ablation's comparison means anything, on ``table.json`` rows, one
+    per (bar, paper column) with the measured value, its interval, the threshold and ``holds`` (None: not run):
+
+    - BTL at chance (50 +- 5%) on contested pairs: a user-blind model cannot rank them;
+    - PLUS-untrained far above chance on the agreed pairs (lower bound >= 50% + `FAR_ABOVE`): a reward model
+      co-trained in this loop learns what every user shares, so a flat contested score is not a dead loop."""
+    from plus.evaluation import CHANCE_BAND, FAR_ABOVE, PAPER_COLUMNS, find_row
+
+    out = []
+    for column, (dataset, split) in PAPER_COLUMNS.items():
+        btl = find_row(rows, dataset, split, "contested", "btl")
+        agreed = find_row(rows, dataset, split, "agreed", "plus-untrained")
+        checks = [
+            ("BTL at chance on contested", btl, f"{0.5 - CHANCE_BAND:.2f}-{0.5 + CHANCE_BAND:.2f}",
+             lambda c: abs(c["mean"] - 0.5) <= CHANCE_BAND),
+            ("PLUS-untrained learns the agreed pairs", agreed, f"lower bound >= {0.5 + FAR_ABOVE:.2f}",
+             lambda c: c["ci_low"] >= 0.5 + FAR_ABOVE),
+        ]  # fmt: skip
+        for name, cell, threshold, test in checks:
+            if cell is None and not any(r["dataset"] == dataset and r["split"] == split for r in rows):
+                continue  # a column this run has no data for
+            out.append({
+                "bar": name, "column": column, "measured": None if cell is None else cell["mean"],
+                "95% interval": None if cell is None else (cell["ci_low"], cell["ci_high"]), "threshold": threshold,
+                "holds": None if cell is None else bool(test(cell)),
+            })  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def compare(first: dict, second: dict) -> str:
+    """How ``first`` stands to ``second`` (two ``table.json`` rows), judged by their 95% intervals."""
+    if first["ci_low"] > second["ci_high"]:
+        return "above beyond the noise"
+    if first["ci_high"] < second["ci_low"]:
+        return "below beyond the noise"
+    return "no difference beyond the noise"
+
+
+def ablation_note(rows: Sequence[dict], timing: pd.DataFrame) -> str:
+    """The page's reading of the ablation, every number from ``rows`` (``table.json``) and ``timing``
+    (`Ablation.timing`): per paper column, PLUS against each ablation on the contested pairs."""
+    from plus.evaluation import PAPER_COLUMNS, find_row, format_interval
+
+    lines = []
+    for column, (dataset, split) in PAPER_COLUMNS.items():
+        plus = find_row(rows, dataset, split, "contested", "plus")
+        if plus is None:
+            continue
+        seeds = ", ".join(map(str, plus["seeds"]))
+        parts = [f"- {column} (contested pairs, n = {plus['n']}, seeds {seeds}): PLUS {format_interval(plus)}"]
+        for method in VARIANTS[1:]:
+            other = find_row(rows, dataset, split, "contested", method)
+            if other is not None:
+                gap = 100 * (plus["mean"] - other["mean"])
+                parts.append(
+                    f"{LABELS[method]} {format_interval(other)} (PLUS {gap:+.1f} points, {compare(plus, other)})"
+                )
+        cells = {m: find_row(rows, dataset, split, "contested", m) for m in VARIANTS}
+        reported = [f"{LABELS[m]} {100 * c['reported']:.1f}" for m, c in cells.items() if c and c["reported"]]
+        line = "; ".join(parts) + "."
+        if reported:
+            line += " The paper *reported* " + ", ".join(reported) + " (its models and data, not ours)."
+        lines.append(line)
+    if not timing.empty:
+        total = timing["seconds"].sum() / 60
+        per = timing.groupby("variant")["seconds"].sum().div(60).reindex(VARIANTS).dropna()
+        lines.append(
+            f"- Compute: {total:.0f} min of training and evaluation in all ("
+            + ", ".join(f"{LABELS[v]} {m:.0f} min" for v, m in per.items())
+            + "), as measured when each run ran."
+        )
+    lines.append("- Intervals: 95% bootstrap over the seeds and the test pairs.")
+    return "\n".join(lines)
+
+
 def read_json_roundtrip(payload: dict) -> dict:
     """``payload`` as it reads back from JSON (tuples become lists), for comparing with a file."""
     import json
