@@ -109,7 +109,7 @@ def heldout_probe(records: Sequence[dict], config: CoadaptConfig, seed: int = 0,
 
     def probe(policy, tokenizer, reward_model) -> dict[str, float]:
         splits, _ = summary_accuracy(policy, tokenizer, reward_model, records, config, seed, batch_size)
-        pooled = [m for m in splits.values()]
+        pooled = list(splits.values())
         metrics = {"heldout/accuracy": sum(m["accuracy"] * m["num_pairs"] for m in pooled) / len(records)}
         contested = sum(m["num_contested"] for m in pooled)
         if contested:
