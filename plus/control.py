@@ -175,6 +175,11 @@ def run_rung(
     )  # fmt: skip
 
 
+def pets_profiles(records: Sequence[dict]) -> dict[str, dict[str, int]]:
+    """{user id: Pets profile} of ``records`` (their ``ground_truth.profile``), as `named_shares` reads them."""
+    return {r["user_id"]: _profile(r) for r in records}
+
+
 def named_shares(rollouts: Sequence[dict], profiles: dict[str, dict[str, int]]) -> pd.DataFrame:
     """Per rollout batch (index ``step``), the share of the sampled summaries (`rollouts.jsonl` rows) that name
     the user's own contested animal first, the other one, or neither (columns `NAMED`)."""

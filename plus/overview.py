@@ -106,6 +106,16 @@ CLAIMS: tuple[Claim, ...] = (
     _table_claim("VPL is no better than BTL on UF-P-4", "same", "UF-P-4", "vpl", "btl"),
     Claim(
         "PLUS",
+        "PLUS (trained summarizer) beats PLUS-untrained on Pets",
+        "above",
+        (
+            Cell("04_train_plus", "pets-ood", "test", "contested", "plus"),
+            Cell("04_train_plus", "pets-ood", "test", "contested", "plus-untrained"),
+        ),
+        (_plus("PLUS", "Pets"), _plus("PLUS-untrained", "Pets")),
+    ),
+    Claim(
+        "PLUS",
         "PLUS (trained summarizer) beats PLUS-untrained on UF-P-2",
         "above",
         (

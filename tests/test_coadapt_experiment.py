@@ -1,16 +1,21 @@
 import json
+import math
 from dataclasses import replace
 
+import pandas as pd
 import pytest
 import torch
 
 from plus.coadapt import CoadaptConfig, coadapt_config
 from plus.coadapt.evaluation import summary_accuracy
 from plus.coadapt.experiment import (
+    GAP,
     LOOP_VARIANTS,
     Ablation,
     ablation_settings,
+    gap_trend,
     heldout_probe,
+    t_quantile,
     variant_config,
 )
 from plus.data.registry import build_dataset
@@ -96,3 +101,49 @@ def test_a_finished_run_is_read_back_and_a_changed_one_runs_again(tmp_path):
     longer = Ablation(replace(settings, steps=3), tmp_path)  # another budget: the old evaluation does not count
     assert longer.evaluation("pets-ood", "plus-untrained", 0) is None
     assert longer.evaluation("pets-ood", "btl", 0) is None
+
+
+def test_t_quantile_matches_the_tables():
+    table = {1: 12.706, 2: 4.303, 5: 2.571, 30: 2.042}  # Student's t, two-sided 95%
+    for df, value in table.items():
+        assert math.isclose(t_quantile(0.975, df), value, abs_tol=2e-3)
+    with pytest.raises(ValueError, match="0.5 < q < 1"):
+        t_quantile(0.4, 3)
+
+
+def _curves(gaps: dict[int, float]) -> pd.DataFrame:
+    rows = []
+    for step, gap in gaps.items():
+        for seed, noise in ((0, 0.01), (1, -0.01)):  # the seeds' mean is the gap itself
+            rows.append(
+                {
+                    "dataset": "pets-ood",
+                    "variant": "plus",
+                    "seed": seed,
+                    "step": step,
+                    "heldout/contested_accuracy": 0.5 + gap + noise,
+                }
+            )
+            rows.append(
+                {
+                    "dataset": "pets-ood",
+                    "variant": "plus-untrained",
+                    "seed": seed,
+                    "step": step,
+                    "heldout/contested_accuracy": 0.5,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_gap_trend_extrapolates_only_a_rising_gap():
+    rising = gap_trend(_curves({0: 0.0, 10: 0.011, 20: 0.019, 30: 0.031}), "pets-ood")
+    assert rising["points"] == 4 and rising["last_step"] == 30 and math.isclose(rising["gap_last"], 0.031)
+    assert rising["slope_ci"][0] > 0 and math.isclose(rising["slope"], 0.001, rel_tol=0.05)
+    fitted_last = rising["gap_last"] - 0.0006  # the least-squares line at step 30
+    assert abs(rising["batches_to_gap"] - (GAP - fitted_last) / rising["slope"]) <= 1
+    flat = gap_trend(_curves({0: 0.02, 10: -0.03, 20: 0.01, 30: -0.01}), "pets-ood")
+    assert flat["slope_ci"][0] <= 0 and flat["batches_to_gap"] is None
+    assert gap_trend(_curves({0: 0.0, 10: 0.01}), "pets-ood") is None  # too few probes for a line
+    assert gap_trend(_curves({0: 0.0, 10: 0.01, 20: 0.02}), "uf-p-2-synthetic") is None
+    assert gap_trend(pd.DataFrame(), "pets-ood") is None

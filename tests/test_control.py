@@ -18,6 +18,7 @@ from plus.control import (
     learned,
     named_shares,
     pets_probe,
+    pets_profiles,
     pets_reward,
     read_curves,
     readout,
@@ -115,7 +116,10 @@ def test_a_curve_still_rising_has_no_plateau():
 
 
 def test_named_shares_per_rollout_batch(pets):
-    profiles = {r["user_id"]: r["ground_truth"]["profile"] for r in pets}
+    profiles = pets_profiles(pets)
+    assert profiles[pets[0]["user_id"]] == pets[0]["ground_truth"]["profile"]
+    with pytest.raises(ValueError, match="no ground_truth.profile"):
+        pets_profiles([{"user_id": "u-x", "ground_truth": {}}])
     own, other = _summaries(pets[:1], "own")[0], _summaries(pets[:1], "other")[0]
     rows = [
         {"step": 0, "user_id": pets[0]["user_id"], "summary": own},

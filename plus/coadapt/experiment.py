@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from plus.artifacts import read_json, read_metrics, write_json, write_table
@@ -359,6 +360,65 @@ def ablation_note(rows: Sequence[dict], timing: pd.DataFrame) -> str:
         )
     lines.append("- Intervals: 95% bootstrap over the seeds and the test pairs.")
     return "\n".join(lines)
+
+
+def gap_trend(
+    curves: pd.DataFrame,
+    dataset: str,
+    key: str = "heldout/contested_accuracy",
+    first: str = "plus",
+    second: str = "plus-untrained",
+) -> dict | None:
+    """The trend of ``first``'s learning curve over ``second``'s (`Ablation.curves`, mean over seeds per step):
+    the least-squares slope of their gap per rollout batch, its 95% interval (t quantile, n - 2 degrees of
+    freedom), the gap at the last step and, when the slope's interval lies above zero, the rollout batches from
+    the last step at which the fitted gap reaches `GAP`. None when the two curves share fewer than 3 steps."""
+    if curves.empty or key not in curves:
+        return None
+    mean = curves[curves["dataset"] == dataset].groupby(["variant", "step"])[key].mean()
+    if first not in mean.index.get_level_values(0) or second not in mean.index.get_level_values(0):
+        return None
+    gap = (mean[first] - mean[second]).dropna()
+    if len(gap) < 3:
+        return None
+    x, y = gap.index.to_numpy(float), gap.to_numpy(float)
+    slope, intercept = np.polyfit(x, y, 1)
+    residuals = y - (intercept + slope * x)
+    stderr = math.sqrt(residuals @ residuals / (len(x) - 2) / ((x - x.mean()) @ (x - x.mean())))
+    half = t_quantile(0.975, len(x) - 2) * stderr
+    last = int(x.max())
+    fitted_last = intercept + slope * last
+    rising = slope - half > 0
+    return {
+        "points": len(x), "last_step": last, "gap_last": float(y[-1]), "slope": float(slope),
+        "slope_ci": (float(slope - half), float(slope + half)),
+        "batches_to_gap": max(0, math.ceil((GAP - fitted_last) / slope)) if rising else None,
+    }  # fmt: skip
+
+
+def t_quantile(q: float, df: int) -> float:
+    """The ``q`` quantile (0.5 < q < 1) of Student's t with ``df`` degrees of freedom: bisection on its CDF,
+    integrated numerically from the density (no scipy in the environment's declared packages)."""
+    if not 0.5 < q < 1 or df < 1:
+        raise ValueError(f"t_quantile needs 0.5 < q < 1 and df >= 1, got q={q}, df={df}")
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def mass(upper: float) -> float:  # P(0 < T < upper)
+        grid = np.linspace(0.0, upper, 4001)
+        density = np.exp(log_norm - (df + 1) / 2 * np.log1p(grid**2 / df))
+        return float(np.trapezoid(density, grid))
+
+    low, high = 0.0, 1.0
+    while mass(high) < q - 0.5:
+        high *= 2
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if mass(middle) < q - 0.5 else (low, middle)
+    return (low + high) / 2
+
+
+GAP = 0.10
+"""The contested-accuracy gap PLUS must show over PLUS-untrained on Pets (10 points)."""
 
 
 def read_json_roundtrip(payload: dict) -> dict:
