@@ -61,6 +61,12 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(_clean(obj), indent=2, sort_keys=True) + "\n")
 
 
+def as_read_back(obj: Any) -> Any:
+    """``obj`` as `read_json` gives it back once written (tuples become lists, keys strings), for comparing a
+    config or fingerprint with a file."""
+    return json.loads(json.dumps(obj))
+
+
 def read_text(path: str | Path) -> str:
     """The UTF-8 text of ``path``; invalid UTF-8 is an error that names the file, line and byte."""
     path = Path(path)

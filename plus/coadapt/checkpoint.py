@@ -18,7 +18,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from plus.artifacts import write_json, write_text_atomic
+from plus.artifacts import as_read_back, write_json, write_text_atomic
 from plus.coadapt.config import CoadaptConfig
 
 CHECKPOINT_DIR = "checkpoint"
@@ -178,8 +178,8 @@ def load_checkpoint(
             f"The checkpoint in {directory} was written for other training records; resume with the same records, "
             "or train into a new output_dir (or delete that checkpoint)"
         )
-    current = json.loads(json.dumps(asdict(config)))
-    defaults = json.loads(json.dumps(asdict(CoadaptConfig())))  # a field added since the checkpoint has its default
+    current = as_read_back(asdict(config))
+    defaults = as_read_back(asdict(CoadaptConfig()))  # a field added since the checkpoint has its default
     changed = sorted(
         name
         for name in current

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from plus.artifacts import read_json, read_metrics, write_json, write_table
+from plus.artifacts import as_read_back, read_json, read_metrics, write_json, write_table
 from plus.coadapt.config import CoadaptConfig, coadapt_config
 from plus.coadapt.evaluation import summary_accuracy
 from plus.coadapt.loop import Probe, train_plus
@@ -167,7 +167,7 @@ class Ablation:
         if not path.exists():
             return None
         payload = read_json(path)
-        expected = read_json_roundtrip(self._fingerprint(dataset, variant, seed))
+        expected = as_read_back(self._fingerprint(dataset, variant, seed))
         return payload if payload.get("run") == expected else None
 
     def run(self, dataset: str, variant: str, seed: int) -> dict:
@@ -189,7 +189,7 @@ class Ablation:
                 result.policy, result.tokenizer, result.reward_model, test, config, seed, config.micro_batch_size
             )
         payload = {
-            "run": read_json_roundtrip(self._fingerprint(dataset, variant, seed)),
+            "run": as_read_back(self._fingerprint(dataset, variant, seed)),
             "splits": splits,
             "summaries": summaries,
             "seconds": time.perf_counter() - began,
@@ -419,13 +419,6 @@ def t_quantile(q: float, df: int) -> float:
 
 GAP = 0.10
 """The contested-accuracy gap PLUS must show over PLUS-untrained on Pets (10 points)."""
-
-
-def read_json_roundtrip(payload: dict) -> dict:
-    """``payload`` as it reads back from JSON (tuples become lists), for comparing with a file."""
-    import json
-
-    return json.loads(json.dumps(payload))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
