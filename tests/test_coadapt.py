@@ -1,14 +1,17 @@
 import dataclasses
 import json
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import nn
 
 import plus.coadapt
-from plus.coadapt import CoadaptConfig, RolloutBatch, evaluate_plus, train_plus
+from plus.artifacts import write_json
+from plus.coadapt import CoadaptConfig, RolloutBatch, evaluate_plus, load_trained_summarizer, train_plus
 from plus.models import load_causal_lm
 from plus.reward_model import RewardModelConfig
 from plus.schedules import cosine_schedule, cosine_with_warmup
@@ -163,6 +166,11 @@ def test_ppo_loss_is_finite_and_both_models_change(tmp_path):
     assert not torch.equal(before, reward_model.parameter_vector())
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert (tmp_path / "final" / "actor.safetensors").exists()
+    loaded, _, written = load_trained_summarizer(tmp_path)
+    assert written == _config() and not loaded.training
+    trained = dict(result.policy.named_parameters())
+    for name, parameter in loaded.named_parameters():
+        assert torch.equal(parameter, trained[name].detach()), name
     rollouts = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
     assert len(rollouts) == 8 and {"step", "user_id", "summary", "status", "reward"} <= set(rollouts[0])
 
@@ -394,3 +402,18 @@ def test_a_record_missing_a_field_is_named(tmp_path):
     del records[3]["train_chosen"]
     with pytest.raises(ValueError, match="record 3: field 'train_chosen'"):
         train_plus(_config(), records, tmp_path, reward_model=ByteRewardModel())
+
+
+def test_a_trained_summarizer_is_loaded_only_when_it_was_kept(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config.json: the run .* did not finish"):
+        load_trained_summarizer(tmp_path)
+    (tmp_path / "final").mkdir()
+    write_json(tmp_path / "final" / "config.json", asdict(_config(train_summarizer=False)))
+    with pytest.raises(ValueError, match="kept its summarizer frozen"):
+        load_trained_summarizer(tmp_path)
+    write_json(tmp_path / "final" / "config.json", asdict(_config()))
+    with pytest.raises(FileNotFoundError, match="actor.safetensors is missing"):
+        load_trained_summarizer(tmp_path)
+    save_file({"not.a.parameter": torch.zeros(1)}, str(tmp_path / "final" / "actor.safetensors"))
+    with pytest.raises(ValueError, match="actor.safetensors: Checkpoint does not match the model"):
+        load_trained_summarizer(tmp_path)

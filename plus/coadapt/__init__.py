@@ -52,6 +52,7 @@ from plus.coadapt.checkpoint import (
     checkpoint_to_resume,
     cut_log_after,
     load_checkpoint,
+    load_trained_summarizer,
     records_fingerprint,
     save_checkpoint,
 )
@@ -98,6 +99,7 @@ __all__ = [
     "collect_rollout",
     "cut_log_after",
     "evaluate_plus",
+    "load_trained_summarizer",
     "load_checkpoint",
     "prefix_split",
     "records_fingerprint",

@@ -202,3 +202,30 @@ def load_checkpoint(
     rng_meta = json.loads((directory / f"rng-{rank}.json").read_text())
     _set_rng_state(load_file(str(directory / f"rng-{rank}.safetensors")), rng_meta)
     return int(meta["step"])
+
+
+def load_trained_summarizer(run_dir: str | Path, device: torch.device | str = "cpu"):
+    """The summarizer a finished `plus.coadapt.train_plus` run left in ``run_dir/final/`` (its config and the
+    trained weights, e.g. the LoRA adapters notebook 04 keeps in git), rebuilt for sampling: (policy, tokenizer,
+    config), the policy in eval mode. A run whose summarizer was frozen (PLUS-untrained) has no adapters: that
+    is the base summarizer, and this says so."""
+    from plus.coadapt.loop import build_summarizer
+
+    final = Path(run_dir) / "final"
+    if not (final / "config.json").exists():
+        raise FileNotFoundError(f"{final} holds no config.json: the run in {run_dir} did not finish")
+    config = CoadaptConfig.from_dict(json.loads((final / "config.json").read_text()))
+    if not config.train_summarizer:
+        raise ValueError(
+            f"the run in {run_dir} kept its summarizer frozen (train_summarizer=False): load "
+            f"{config.summarizer_model!r} itself instead"
+        )
+    weights = final / "actor.safetensors"
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights} is missing: the trained summarizer of {run_dir} was not kept")
+    policy, _, tokenizer = build_summarizer(config, torch.device(device))
+    try:
+        _load_trainable_state(policy, load_file(str(weights)))
+    except ValueError as error:
+        raise ValueError(f"{weights}: {error}") from None
+    return policy.eval(), tokenizer, config
