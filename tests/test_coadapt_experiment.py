@@ -1,6 +1,7 @@
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,6 +14,7 @@ from plus.coadapt.experiment import (
     LOOP_VARIANTS,
     Ablation,
     ablation_settings,
+    config_changes,
     gap_trend,
     heldout_probe,
     t_quantile,
@@ -147,3 +149,15 @@ def test_gap_trend_extrapolates_only_a_rising_gap():
     assert gap_trend(_curves({0: 0.0, 10: 0.01}), "pets-ood") is None  # too few probes for a line
     assert gap_trend(_curves({0: 0.0, 10: 0.01, 20: 0.02}), "uf-p-2-synthetic") is None
     assert gap_trend(pd.DataFrame(), "pets-ood") is None
+
+
+def test_levers_are_set_from_the_command_line():
+    assert config_changes(["reward_epochs=1", "temperature=1.0", "estimator=grpo", "summary_prefix="]) == {
+        "reward_epochs": 1, "temperature": 1.0, "estimator": "grpo", "summary_prefix": "",
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="expected FIELD=VALUE"):
+        config_changes(["reward_epochs"])
+    with pytest.raises(ValueError, match="CoadaptConfig has no field 'reward_epoch'"):
+        config_changes(["reward_epoch=1"])
+    settings = ablation_settings("smoke", changes=config_changes(["reward_epochs=1"]))
+    assert Ablation(settings, Path("unused")).config("pets-ood", "plus", 0).reward_epochs == 1

@@ -421,6 +421,28 @@ GAP = 0.10
 """The contested-accuracy gap PLUS must show over PLUS-untrained on Pets (10 points)."""
 
 
+def config_changes(assignments: Sequence[str]) -> dict:
+    """``["reward_epochs=1", "temperature=1.0"]`` as `CoadaptConfig` changes (values read as JSON, else kept as
+    text), with a clear error for a malformed assignment or a field the config does not have."""
+    import json
+    from dataclasses import fields
+
+    names = {f.name for f in fields(CoadaptConfig)}
+    changes = {}
+    for assignment in assignments:
+        name, sep, text = assignment.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"--set {assignment!r}: expected FIELD=VALUE")
+        if name not in names:
+            raise ValueError(f"--set {assignment!r}: CoadaptConfig has no field {name!r}; fields: {sorted(names)}")
+        try:
+            changes[name] = json.loads(text)
+        except json.JSONDecodeError:
+            changes[name] = text
+    return changes
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m plus.coadapt.experiment --profile cpu --output-dir results/cpu/04_train_plus``: train and
     evaluate the runs in turn (resuming from their checkpoints, skipping the finished ones), as notebook 04 does,
@@ -433,8 +455,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--datasets", help="comma-separated data sets (default: the profile's)")
     parser.add_argument("--variants", help=f"comma-separated, from {','.join(VARIANTS)} (default: all)")
     parser.add_argument("--seeds", help="comma-separated training seeds (default: the profile's)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE",
+        help="change a CoadaptConfig field for every run (a lever), e.g. --set reward_epochs=1; VALUE is read as "
+        "JSON, else as text; use its own --output-dir",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    changes = {}
+    changes: dict = {"changes": config_changes(args.set)} if args.set else {}
     if args.datasets:
         changes["datasets"] = tuple(name.strip() for name in args.datasets.split(","))
     if args.variants:
