@@ -113,6 +113,7 @@ CLAIMS: tuple[Claim, ...] = (
     _table_claim("Oracle beats BTL on UF-P-2", "above", "UF-P-2", "oracle", "btl"),
     _table_claim("VPL is no better than BTL on UF-P-4", "same", "UF-P-4", "vpl", "btl"),
     _trained_summarizer_claim("Pets"),
+    _trained_summarizer_claim("Pets-OOD"),
     _trained_summarizer_claim("UF-P-2"),
     Claim(
         "PLUS",
