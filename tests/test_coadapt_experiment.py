@@ -161,3 +161,14 @@ def test_levers_are_set_from_the_command_line():
         config_changes(["reward_epoch=1"])
     settings = ablation_settings("smoke", changes=config_changes(["reward_epochs=1"]))
     assert Ablation(settings, Path("unused")).config("pets-ood", "plus", 0).reward_epochs == 1
+
+
+def test_curves_hold_only_the_variants_of_the_settings(tmp_path):
+    settings = ablation_settings("smoke", variants=("plus", "btl"))
+    assert settings.loop_variants == ("plus",)
+    experiment = Ablation(settings, tmp_path)
+    for variant in ("plus", "plus-static-rm"):  # the second one: another run in the same folder, still training
+        directory = experiment.run_dir("pets-ood", variant, 0)
+        directory.mkdir(parents=True)
+        (directory / "probe.jsonl").write_text(json.dumps({"step": 0, "heldout/accuracy": 0.5}) + "\n")
+    assert set(experiment.curves()["variant"]) == {"plus"}

@@ -64,6 +64,11 @@ class AblationSettings:
     changes: dict = field(default_factory=dict)
     """`CoadaptConfig` fields changed from the profile's (`coadapt_config`)."""
 
+    @property
+    def loop_variants(self) -> tuple[str, ...]:
+        """The variants run that train in the loop (`LOOP_VARIANTS`), in their order."""
+        return tuple(v for v in LOOP_VARIANTS if v in self.variants)
+
     def __post_init__(self) -> None:
         unknown = sorted(set(self.variants) - set(VARIANTS))
         if unknown:
@@ -257,10 +262,12 @@ class Ablation:
         return rows
 
     def curves(self) -> pd.DataFrame:
-        """Every loop run's probe rows: columns dataset, variant, seed, step and the probe's metrics."""
+        """The probe rows of every loop run of these settings (`AblationSettings.loop_variants`; another variant's
+        run in the same folder, finished or not, is left out): columns dataset, variant, seed, step and the probe's
+        metrics."""
         frames = []
         for dataset in self.settings.datasets:
-            for variant in LOOP_VARIANTS:
+            for variant in self.settings.loop_variants:
                 for seed in self.settings.seeds:
                     path = self.run_dir(dataset, variant, seed) / "probe.jsonl"
                     if path.exists():
