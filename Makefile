@@ -50,7 +50,7 @@ test: env
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Seconds per PLUS rollout batch, side by side in one process: the fast path, the plain path and TRL's RLOOTrainer
-# (notebook 04's shape), then PPO with a critic; results/$(PROFILE)/bench/ (read by notebooks/06_speed.ipynb).
+# (notebook 04's shape), then PPO with a critic; results/$(PROFILE)/bench/ (read by notebooks/06_measure_speed.ipynb).
 bench: env
 	$(BIN)/python -m plus.bench --profile $(PROFILE) --output results/$(PROFILE)/bench/plus_step.json
 	$(BIN)/python -m plus.bench --profile $(PROFILE) --estimator ppo --methods plus,plus_reference \
