@@ -1,6 +1,8 @@
 # plus: two commands do everything (see README.md)
-#   make        environment (if missing) -> notebooks executed by papermill at $(PROFILE) -> HTML book
-#   make test   environment (if missing) -> the whole test suite
+#   make            environment (if missing) -> notebooks missing from book/notebooks/ executed -> HTML book
+#                   (the stored executed notebooks are rendered as they are: minutes, nothing retrained)
+#   make test       environment (if missing) -> the whole test suite
+#   make reproduce  re-execute every notebook at $(PROFILE) (hours at cpu), then render the book
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
@@ -14,9 +16,11 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: all env run book test lint bench clean-book
+.PHONY: all env missing run reproduce book test lint bench clean-book
 
-all: run book
+all: missing book
+
+reproduce: run book
 
 env: $(VENV)/.installed
 
@@ -30,16 +34,26 @@ $(VENV)/.installed: requirements.txt requirements-lock.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-# Execute every notebook template into the book at $(PROFILE); results go to results/$(PROFILE)/<notebook>/.
-# Each executed copy is then tidied (plus.book: no stderr, no absolute paths, code behind a toggle).
-run: env
-	@for nb in $(NOTEBOOKS); do \
-	  stem=$$(basename $$nb .ipynb); \
-	  echo "== $$stem (profile $(PROFILE))"; \
-	  $(BIN)/papermill $$nb book/notebooks/$$stem.ipynb --cwd $(CURDIR) \
+# Execute notebook templates into the book at $(PROFILE); results go to results/$(PROFILE)/<notebook>/.
+# Each executed copy is then tidied (plus.book: no stderr, no absolute paths, code behind a toggle, the commit and
+# package versions it ran under). `run` executes all of $(NOTEBOOKS), `missing` only those without a book copy.
+define execute
+	@todo=($(1)); n=$${#todo[@]}; i=0; \
+	for nb in "$${todo[@]}"; do \
+	  i=$$((i + 1)); stem=$$(basename $$nb .ipynb); start=$$(date +%s); \
+	  echo "[$$i/$$n] $$stem (profile $(PROFILE)) ..."; \
+	  $(BIN)/papermill $$nb book/notebooks/$$stem.ipynb --cwd $(CURDIR) --no-progress-bar --log-level WARNING \
 	    -p profile $(PROFILE) -p output_dir results/$(PROFILE)/$$stem || exit 1; \
-	  $(BIN)/python -m plus.book tidy book/notebooks/$$stem.ipynb --repo-root $(CURDIR) || exit 1; \
+	  $(BIN)/python -m plus.book tidy book/notebooks/$$stem.ipynb --repo-root $(CURDIR) --record-provenance || exit 1; \
+	  echo "[$$i/$$n] $$stem done in $$(( ($$(date +%s) - start + 30) / 60 )) min"; \
 	done
+endef
+
+run: env
+	$(call execute,$(NOTEBOOKS))
+
+missing: env
+	$(call execute,$(foreach nb,$(NOTEBOOKS),$(if $(wildcard book/notebooks/$(notdir $(nb))),,$(nb))))
 
 # Render the executed notebooks and pages; strict: any Sphinx warning fails the build.
 book: env

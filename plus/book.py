@@ -8,7 +8,10 @@ place:
 - the executing machine's absolute path of the repository is replaced by ``.`` in every output, so stored
   notebooks do not depend on where they ran;
 - every code cell but the parameter cells is tagged ``hide-input``: the book shows outputs and hides the code
-  behind a toggle; the parameters (``parameters`` and papermill's ``injected-parameters``) stay visible.
+  behind a toggle; the parameters (``parameters`` and papermill's ``injected-parameters``) stay visible;
+- the run's provenance (`provenance`: the commit checked out, whether tracked files differed from it, the versions
+  of plus and the libraries, the machine, papermill's start time and duration) goes to ``metadata.plus`` and to a
+  last markdown cell, tagged ``provenance``, that the page shows.
 
 Code sources are never changed, so the test that the book's copy is its template executed still holds.
 """
@@ -17,6 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from plus.artifacts import read_text, write_text_atomic
@@ -25,9 +32,57 @@ VISIBLE_TAGS = ("parameters", "injected-parameters")
 """Code cells with one of these tags keep their input visible."""
 
 
-def tidy_notebook(notebook: dict, repo_root: str) -> dict:
-    """The notebook with stderr outputs dropped, ``repo_root`` replaced by ``.`` in outputs, and code cells
-    other than the parameter cells tagged ``hide-input``."""
+PACKAGES = ("plus", "torch", "transformers", "trl", "peft")
+"""Packages whose versions an executed notebook records."""
+
+
+def _git(repo_root: str | Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", str(repo_root), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def provenance(repo_root: str | Path) -> dict:
+    """What a notebook executed in ``repo_root`` ran under: ``commit`` (``None`` outside git), ``dirty`` (tracked
+    files differ from it), ``packages`` (name -> version) and ``machine`` (system, processor, CPU count)."""
+    commit = _git(repo_root, "rev-parse", "HEAD")
+    status = _git(repo_root, "status", "--porcelain", "--untracked-files=no") if commit else None
+    return {
+        "commit": commit,
+        "dirty": bool(status),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+    }
+
+
+def provenance_markdown(record: dict, papermill: dict) -> str:
+    """The provenance line a page shows, from ``metadata.plus`` and ``metadata.papermill``."""
+    commit = (record.get("commit") or "unknown")[:10]
+    dirty = " with uncommitted changes" if record.get("dirty") else ""
+    packages = ", ".join(f"{name} {v}" for name, v in record.get("packages", {}).items())
+    when = (papermill.get("start_time") or "")[:16].replace("T", " ")
+    minutes = papermill.get("duration")
+    took = f" in {minutes / 60:.1f} min" if isinstance(minutes, int | float) else ""
+    at = f" on {when} UTC" if when else ""
+    return (
+        f"```{{note}}\nThis page was executed{at}{took} at commit `{commit}`{dirty}, with {packages}, "
+        f"on {record.get('machine', 'an unrecorded machine')}.\n```"
+    )
+
+
+def tidy_notebook(notebook: dict, repo_root: str, record: dict | None = None) -> dict:
+    """The notebook with stderr outputs dropped, ``repo_root`` replaced by ``.`` in outputs, code cells other
+    than the parameter cells tagged ``hide-input``, and, given ``record`` (`provenance`), that record in
+    ``metadata.plus`` and as the last cell (replacing an earlier provenance cell)."""
     root = repo_root.rstrip("/")
 
     def strip_root(value):
@@ -49,17 +104,27 @@ def tidy_notebook(notebook: dict, repo_root: str) -> dict:
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
         if not any(tag in tags for tag in VISIBLE_TAGS) and "hide-input" not in tags:
             tags.append("hide-input")
+    if record is not None:
+        notebook.setdefault("metadata", {})["plus"] = record
+    record = notebook.get("metadata", {}).get("plus")
+    cells = [c for c in notebook.get("cells", []) if "provenance" not in c.get("metadata", {}).get("tags", [])]
+    if record is not None:
+        papermill = notebook["metadata"].get("papermill", {})
+        source = provenance_markdown(record, papermill)
+        cells.append({"cell_type": "markdown", "metadata": {"tags": ["provenance"]}, "source": source})
+    notebook["cells"] = cells
     return notebook
 
 
-def tidy_file(path: str | Path, repo_root: str | Path) -> Path:
-    """`tidy_notebook` on the notebook file at ``path``, rewritten atomically."""
+def tidy_file(path: str | Path, repo_root: str | Path, record: dict | None = None) -> Path:
+    """`tidy_notebook` on the notebook file at ``path``, rewritten atomically; without ``record`` the
+    notebook's own provenance (if any) is kept."""
     path = Path(path)
     try:
         notebook = json.loads(read_text(path))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not a notebook (invalid JSON: {error})") from None
-    tidied = tidy_notebook(notebook, str(Path(repo_root).resolve()))
+    tidied = tidy_notebook(notebook, str(Path(repo_root).resolve()), record)
     return write_text_atomic(path, json.dumps(tidied, indent=1, ensure_ascii=False) + "\n")
 
 
@@ -69,9 +134,15 @@ def main(argv: list[str] | None = None) -> None:
     tidy = sub.add_parser("tidy", help="tidy executed notebooks in place")
     tidy.add_argument("notebooks", nargs="+", type=Path)
     tidy.add_argument("--repo-root", default=".", help="the path to replace by '.' in outputs (default: .)")
+    tidy.add_argument(
+        "--record-provenance",
+        action="store_true",
+        help="record the commit, package versions and machine of --repo-root now (right after executing)",
+    )
     args = parser.parse_args(argv)
+    record = provenance(args.repo_root) if args.record_provenance else None
     for path in args.notebooks:
-        tidy_file(path, args.repo_root)
+        tidy_file(path, args.repo_root, record)
 
 
 if __name__ == "__main__":

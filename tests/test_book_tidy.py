@@ -38,3 +38,25 @@ def test_tidy_drops_stderr_and_absolute_paths_and_hides_code_but_the_parameters(
     assert root not in json.dumps(outputs) and "./results/cpu/x.json" in outputs[0]["text"]
     tidy_file(path, root)  # idempotent
     assert json.loads(path.read_text())["cells"] == tidied
+
+
+def test_provenance_is_recorded_once_and_shown_in_a_last_cell(tmp_path):
+    from plus.book import provenance
+
+    cells = [{"cell_type": "code", "metadata": {}, "source": "run()", "outputs": []}]
+    metadata = {"papermill": {"start_time": "2026-12-04T10:00:00.000000", "duration": 90.0}}
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps({"cells": cells, "metadata": metadata, "nbformat": 4, "nbformat_minor": 5}))
+    record = {"commit": "0123456789abcdef", "dirty": True, "packages": {"torch": "9.9"}, "machine": "Linux x, 2 CPUs"}
+    tidy_file(path, tmp_path, record)
+    tidy_file(path, tmp_path, {**record, "commit": "fedcba9876543210", "dirty": False})  # a re-execution replaces it
+    tidy_file(path, tmp_path)  # tidying again without a record keeps the notebook's own
+    notebook = json.loads(path.read_text())
+    assert notebook["metadata"]["plus"]["commit"] == "fedcba9876543210"
+    assert [c["cell_type"] for c in notebook["cells"]] == ["code", "markdown"]
+    shown = notebook["cells"][-1]["source"]
+    assert notebook["cells"][-1]["metadata"]["tags"] == ["provenance"]
+    assert "`fedcba9876`" in shown and "uncommitted" not in shown and "1.5 min" in shown and "torch 9.9" in shown
+    assert "2026-12-04 10:00 UTC" in shown
+    outside_git = provenance(tmp_path)
+    assert outside_git["commit"] is None and not outside_git["dirty"] and "CPUs" in outside_git["machine"]
