@@ -60,3 +60,25 @@ def test_provenance_is_recorded_once_and_shown_in_a_last_cell(tmp_path):
     assert "2026-12-04 10:00 UTC" in shown
     outside_git = provenance(tmp_path)
     assert outside_git["commit"] is None and not outside_git["dirty"] and "CPUs" in outside_git["machine"]
+
+
+def test_provenance_is_dirty_for_changed_code_but_not_for_what_a_run_rewrites(tmp_path):
+    import subprocess
+
+    from plus.book import provenance
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    for name in ("results/cpu/t.json", "book/notebooks/n.ipynb", "plus/code.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("0")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    (tmp_path / "results/cpu/t.json").write_text("1")
+    (tmp_path / "book/notebooks/n.ipynb").write_text("1")
+    clean = provenance(tmp_path)
+    assert len(clean["commit"]) == 40 and not clean["dirty"]
+    (tmp_path / "plus/code.py").write_text("1")
+    assert provenance(tmp_path)["dirty"]
