@@ -2,7 +2,7 @@
 #   make            environment (if missing) -> notebooks missing from book/notebooks/ executed -> HTML book
 #                   (the stored executed notebooks are rendered as they are: minutes, nothing retrained)
 #   make test       environment (if missing) -> the whole test suite
-#   make reproduce  re-execute every notebook at $(PROFILE) (hours at cpu), then render the book
+#   make reproduce  re-execute every notebook at $(PROFILE) (most of a day at cpu), then render the book
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3

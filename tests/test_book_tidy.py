@@ -1,8 +1,9 @@
 """Executed notebooks are tidied for the book without touching their code."""
 
 import json
+import subprocess
 
-from plus.book import tidy_file
+from plus.book import provenance, tidy_file
 
 
 def test_tidy_drops_stderr_and_absolute_paths_and_hides_code_but_the_parameters(tmp_path):
@@ -41,8 +42,6 @@ def test_tidy_drops_stderr_and_absolute_paths_and_hides_code_but_the_parameters(
 
 
 def test_provenance_is_recorded_once_and_shown_in_a_last_cell(tmp_path):
-    from plus.book import provenance
-
     cells = [{"cell_type": "code", "metadata": {}, "source": "run()", "outputs": []}]
     metadata = {"papermill": {"start_time": "2026-12-04T10:00:00.000000", "duration": 90.0}}
     path = tmp_path / "nb.ipynb"
@@ -63,10 +62,6 @@ def test_provenance_is_recorded_once_and_shown_in_a_last_cell(tmp_path):
 
 
 def test_provenance_is_dirty_for_changed_code_but_not_for_what_a_run_rewrites(tmp_path):
-    import subprocess
-
-    from plus.book import provenance
-
     def git(*args):
         subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
 
