@@ -472,6 +472,7 @@ class Ladder:
         every = probe_every or max(1, steps // 12)
         reward_model = self.ideal_reward_model
         if rung == "plus-ideal-init":  # a trainable copy: the frozen one stays the probe's judge
+            # `ladder` has cached it under ideal-rm/, so this loads that copy (trained at the profile's settings)
             reward_model = ideal_reward_model(self.config, self.train, self.output_dir / "ideal-rm")
         return run_rung(rung, config, self.train, self.rung_dir(rung), self.probe, reward_model, every)
 
@@ -497,9 +498,11 @@ def ideal_reward_model(
     return method.model
 
 
-def ladder(profile: str, output_dir: str | Path, seed: int = 0) -> Ladder:
+def ladder(profile: str, output_dir: str | Path, seed: int = 0, changes: dict | None = None) -> Ladder:
     """The control ladder at ``profile`` (`plus.coadapt.coadapt_config`, `SIZES`) on Pets, writing under
-    ``output_dir``: the ideal-summary reward model in ``ideal-rm/`` (trained once), each rung in ``<rung>/``."""
+    ``output_dir``: the ideal-summary reward model in ``ideal-rm/`` (trained once), each rung in ``<rung>/``.
+    ``changes`` (`CoadaptConfig` fields) apply to the loop only: the ideal-summary reward model and the probe
+    keep the profile's settings, so a lever's curves compare with the ladder's own."""
     from plus.coadapt import coadapt_config
     from plus.data.registry import build_dataset
 
@@ -513,7 +516,7 @@ def ladder(profile: str, output_dir: str | Path, seed: int = 0) -> Ladder:
     reward_model = ideal_reward_model(config, train, output_dir / "ideal-rm", epochs=1 if profile == "smoke" else 8)
     reward_model.requires_grad_(False)
     probe = pets_probe(test, config, reward_model, batch_size=config.micro_batch_size, seed=seed)
-    return Ladder(profile, config, train, test, reward_model, probe, output_dir)
+    return Ladder(profile, replace(config, **(changes or {})), train, test, reward_model, probe, output_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -527,10 +530,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--probe-every", type=int, default=None, help="rollout batches between probes")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE",
+        help="change one CoadaptConfig field of the loop (repeatable), e.g. --set reward_epochs=1",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.probe_every is not None and args.probe_every < 1:
         parser.error(f"--probe-every must be a positive number of rollout batches, got {args.probe_every}")
-    experiment = ladder(args.profile, args.output_dir, args.seed)
+    from plus.coadapt.experiment import config_changes
+
+    experiment = ladder(args.profile, args.output_dir, args.seed, config_changes(args.set))
     for rung in args.rungs:
         experiment.run(rung, args.probe_every)
 

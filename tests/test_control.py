@@ -337,3 +337,8 @@ def test_a_finished_rung_is_read_not_trained_again_unless_its_config_or_logs_dif
     assert not experiment.finished("plus-rm-warmup")
     (directory / "config.json").write_text("{}")  # not a config at all
     assert not experiment.finished("plus-rm-warmup")
+    # a lever (`--set`) changes the loop's config only: the cached ideal-summary reward model is reused
+    changed = ladder("smoke", tmp_path, changes={"reward_lr": 0.5})
+    assert changed.rung_config("plus").reward_lr == 0.5 and experiment.rung_config("plus").reward_lr != 0.5
+    (directory / "config.json").write_text(json.dumps(written))
+    assert experiment.finished("plus-rm-warmup") and not changed.finished("plus-rm-warmup")
