@@ -14,6 +14,8 @@ place:
   last markdown cell, tagged ``provenance``, that the page shows.
 
 Code sources are never changed, so the test that the book's copy is its template executed still holds.
+
+`settings_table` is the pages' one way to show a config or a dict of counts: a two-column table, not a repr.
 """
 
 from __future__ import annotations
@@ -23,10 +25,15 @@ import json
 import os
 import platform
 import subprocess
+from dataclasses import fields, is_dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from plus.artifacts import read_text, write_text_atomic
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 VISIBLE_TAGS = ("parameters", "injected-parameters")
 """Code cells with one of these tags keep their input visible."""
@@ -34,6 +41,38 @@ VISIBLE_TAGS = ("parameters", "injected-parameters")
 
 PACKAGES = ("plus", "torch", "transformers", "trl", "peft")
 """Packages whose versions an executed notebook records."""
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in fields(value)}
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            nested = (isinstance(item, dict) and item) or (is_dataclass(item) and not isinstance(item, type))
+            flat |= _flatten(item, f"{prefix}{key}.") if nested else {f"{prefix}{key}": None if item == {} else item}
+        return flat
+    return {prefix.rstrip("."): value}
+
+
+def settings_table(value: Any, column: str = "value") -> pd.DataFrame:
+    """A dataclass (a config) or a dict, nested ones flattened to dotted names, as a one-column table for a
+    page: sequences joined by commas, None shown as "none", so no Python repr reaches the reader."""
+    import pandas as pd
+
+    def shown(item: Any) -> str:
+        if item is None:
+            return "none"
+        if isinstance(item, (list, tuple)):
+            return ", ".join(map(shown, item)) or "none"
+        if isinstance(item, float):
+            return f"{item:g}"
+        return str(item)
+
+    flat = _flatten(value)
+    if not flat:
+        raise ValueError(f"settings_table: nothing to show in {type(value).__name__}")
+    return pd.DataFrame({column: {name: shown(item) for name, item in flat.items()}}).rename_axis("setting")
 
 
 def _git(repo_root: str | Path, *args: str) -> str | None:
@@ -131,6 +170,38 @@ def tidy_file(path: str | Path, repo_root: str | Path, record: dict | None = Non
     return write_text_atomic(path, json.dumps(tidied, indent=1, ensure_ascii=False) + "\n")
 
 
+TIMINGS_START = "<!-- timings: written by `python -m plus.book timings`, from the executed notebooks -->"
+TIMINGS_END = "<!-- /timings -->"
+
+
+def timings_markdown(book_notebooks: str | Path) -> str:
+    """How long each executed notebook in ``book_notebooks`` took, as papermill recorded it, and the whole book:
+    a Markdown table with the profile, machine and commit of each execution (`plus.overview.notebook_durations`)."""
+    from plus.overview import notebook_durations
+
+    rows = notebook_durations(book_notebooks)
+    if not rows:
+        raise ValueError(f"{book_notebooks}: no notebook executed by papermill to time")
+    lines = ["| notebook | profile | minutes | machine | commit |", "|---|---|---:|---|---|"]
+    lines += [
+        f"| `{r['notebook']}` | {r['profile']} | {r['minutes']:.1f} | {r['machine']} | `{r['commit']}` |" for r in rows
+    ]
+    machines = ", ".join(dict.fromkeys(r["machine"] for r in rows))
+    lines.append(f"| **the whole book** | | **{sum(r['minutes'] for r in rows):.1f}** | {machines} | |")
+    return "\n".join(lines)
+
+
+def write_timings(readme: str | Path, book_notebooks: str | Path) -> Path:
+    """Replace the block between `TIMINGS_START` and `TIMINGS_END` in ``readme`` by `timings_markdown`."""
+    readme = Path(readme)
+    text = read_text(readme)
+    start, end = text.find(TIMINGS_START), text.find(TIMINGS_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme} has no timings block: add the lines {TIMINGS_START!r} and {TIMINGS_END!r}")
+    block = f"{TIMINGS_START}\n{timings_markdown(book_notebooks)}\n"
+    return write_text_atomic(readme, text[:start] + block + text[end:])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m plus.book", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,7 +213,13 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="record the commit, package versions and machine of --repo-root now (right after executing)",
     )
+    timings = sub.add_parser("timings", help="write the executed notebooks' run times into a README's timings block")
+    timings.add_argument("readme", type=Path)
+    timings.add_argument("--notebooks", default="book/notebooks", type=Path, help="the executed notebooks")
     args = parser.parse_args(argv)
+    if args.command == "timings":
+        write_timings(args.readme, args.notebooks)
+        return
     record = provenance(args.repo_root) if args.record_provenance else None
     for path in args.notebooks:
         tidy_file(path, args.repo_root, record)

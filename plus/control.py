@@ -335,6 +335,41 @@ LABELS = {
 }
 
 
+SUMMARY = {
+    "steps": ("rollout batches", "{:.0f}"),
+    "named/own@start": ("own animal named first: start", "{:.0%}"),
+    "named/own@end": ("own animal named first: end", "{:.0%}"),
+    "named/other@end": ("other animal named first: end", "{:.0%}"),
+    "named/own@plateau_step": ("own-animal share: plateau (batch)", "{:.0f}"),
+    "heldout/contested_accuracy@start": ("contested accuracy: start", "{:.0%}"),
+    "heldout/contested_accuracy@end": ("contested accuracy: end", "{:.0%}"),
+    "heldout/contested_accuracy@plateau_step": ("contested accuracy: plateau (batch)", "{:.0f}"),
+    "reward_last10": ("reward, last 10 batches", "{:.2f}"),
+    "kl_last10": ("KL (nats), last 10 batches", "{:.2f}"),
+    "flat_groups_first10": ("groups with one reward: first 10", "{:.0%}"),
+    "flat_groups_last10": ("groups with one reward: last 10", "{:.0%}"),
+    "seconds_per_step": ("seconds per batch", "{:.0f}"),
+    "minutes": ("minutes", "{:.0f}"),
+}
+"""The rows of the ladder's summary table (`ladder_summary`): `ladder_rows` key, label, format."""
+
+
+def ladder_summary(rows: Sequence[dict]) -> pd.DataFrame:
+    """`ladder_rows` as the page's table: one column per rung, readable row labels, values formatted (a plateau
+    never reached reads "not reached")."""
+    columns = {}
+    for row in rows:
+        cells = {}
+        for key, (label, pattern) in SUMMARY.items():
+            value = row.get(key)
+            if value is None or value != value:
+                cells[label] = "not reached" if key.endswith("plateau_step") else ""
+            else:
+                cells[label] = pattern.format(value)
+        columns[row["rung"]] = cells
+    return pd.DataFrame(columns)
+
+
 def _cell(row: dict, key: str, when: str) -> str:
     low, high = row[f"{key}@{when}_ci"]
     return f"{row[f'{key}@{when}']:.0%} [{low:.0%}, {high:.0%}]"

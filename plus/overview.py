@@ -217,12 +217,27 @@ def overview_rows(tables: dict[str, list[dict]]) -> list[dict]:
     return out
 
 
-def notebook_durations(book_notebooks: str | Path) -> dict[str, float]:
-    """{notebook stem: seconds} of each executed notebook in ``book_notebooks``, as papermill recorded it
-    (``metadata.papermill.duration``); notebooks without the record are left out."""
-    durations = {}
+def notebook_durations(book_notebooks: str | Path) -> list[dict]:
+    """One row per executed notebook in ``book_notebooks`` that papermill timed: its stem, its minutes
+    (``metadata.papermill.duration``), and, from the run's provenance (``metadata.plus``, `plus.book`), the
+    machine it ran on, the commit and when; notebooks without papermill's record are left out. The profile is
+    papermill's ``profile`` parameter."""
+    rows = []
     for path in sorted(Path(book_notebooks).glob("[0-9]*.ipynb")):
-        seconds = read_json(path).get("metadata", {}).get("papermill", {}).get("duration")
-        if seconds is not None:
-            durations[path.stem] = float(seconds)
-    return durations
+        metadata = read_json(path).get("metadata", {})
+        seconds = metadata.get("papermill", {}).get("duration")
+        if seconds is None:
+            continue
+        record = metadata.get("plus", {})
+        papermill = metadata["papermill"]
+        rows.append(
+            {
+                "notebook": path.stem,
+                "profile": papermill.get("parameters", {}).get("profile", ""),
+                "minutes": round(float(seconds) / 60, 1),
+                "machine": record.get("machine", "not recorded"),
+                "commit": record["commit"][:10] if record.get("commit") else "not recorded",
+                "executed": (papermill.get("start_time") or "")[:16].replace("T", " "),
+            }
+        )
+    return rows

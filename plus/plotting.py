@@ -22,3 +22,15 @@ def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def glue_figure(name: str, fig: plt.Figure, path: str | Path) -> Path:
+    """Save ``fig`` (`save_figure`) and hand it to the book under ``name``: a markdown cell's
+    ``{glue:figure} name`` shows it there with a numbered caption. The figure is closed, so the cell that made
+    it shows nothing and the page shows it once, captioned."""
+    from myst_nb import glue
+
+    saved = save_figure(fig, path)
+    glue(name, fig, display=False)
+    plt.close(fig)
+    return saved

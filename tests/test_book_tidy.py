@@ -2,6 +2,9 @@
 
 import json
 import subprocess
+from pathlib import Path
+
+import pytest
 
 from plus.book import provenance, tidy_file
 
@@ -77,3 +80,59 @@ def test_provenance_is_dirty_for_changed_code_but_not_for_what_a_run_rewrites(tm
     assert len(clean["commit"]) == 40 and not clean["dirty"]
     (tmp_path / "plus/code.py").write_text("1")
     assert provenance(tmp_path)["dirty"]
+
+
+def test_settings_table_shows_a_config_or_a_dict_without_reprs():
+    from dataclasses import dataclass, field
+
+    from plus.book import settings_table
+
+    @dataclass
+    class Inner:
+        rate: float = 0.003
+        seeds: tuple = (0, 1, 2)
+
+    @dataclass
+    class Outer:
+        inner: Inner = field(default_factory=Inner)
+        path: Path = Path("results/cpu")
+        note: str | None = None
+
+    table = settings_table(Outer())
+    assert table["value"].to_dict() == {"inner.rate": "0.003", "inner.seeds": "0, 1, 2", "path": "results/cpu",
+                                        "note": "none"}  # fmt: skip
+    counts = settings_table({"pets": {"num_train": 8}, "attributes": {}, "prism": 3}, column="records")
+    assert counts["records"].to_dict() == {"pets.num_train": "8", "attributes": "none", "prism": "3"}
+    with pytest.raises(ValueError, match="nothing to show"):
+        settings_table({})
+
+
+def test_the_readme_timings_block_is_rewritten_from_the_executed_notebooks(tmp_path):
+    from plus.book import TIMINGS_END, TIMINGS_START, main
+
+    papermill = {"duration": 90.0, "start_time": "2026-12-04T17:50:01", "parameters": {"profile": "cpu"}}
+    record = {"machine": "Linux x86_64, 2 CPUs", "commit": "338694af30e1"}
+    (tmp_path / "01_a.ipynb").write_text(json.dumps({"metadata": {"papermill": papermill, "plus": record}}))
+    (tmp_path / "02_b.ipynb").write_text(json.dumps({"metadata": {"papermill": {**papermill, "duration": 30.0}}}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{TIMINGS_START}\nold table\n{TIMINGS_END}\n\nafter\n")
+    main(["timings", str(readme), "--notebooks", str(tmp_path)])
+    text = readme.read_text()
+    assert "old table" not in text and text.endswith(f"{TIMINGS_END}\n\nafter\n")
+    assert "| `01_a` | cpu | 1.5 | Linux x86_64, 2 CPUs | `338694af30` |" in text
+    assert "| **the whole book** | | **2.0** | Linux x86_64, 2 CPUs, not recorded | |" in text
+    readme.write_text("# no block\n")
+    with pytest.raises(ValueError, match="no timings block"):
+        main(["timings", str(readme), "--notebooks", str(tmp_path)])
+    assert readme.read_text() == "# no block\n"  # nothing lost
+
+
+def test_the_readme_states_the_stored_notebooks_run_times():
+    from plus.book import TIMINGS_END, TIMINGS_START, timings_markdown
+
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text()
+    block = readme[readme.index(TIMINGS_START) + len(TIMINGS_START) : readme.index(TIMINGS_END)]
+    assert block.strip() == timings_markdown(repo / "book" / "notebooks"), (
+        "run `python -m plus.book timings README.md`"
+    )

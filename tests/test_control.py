@@ -14,6 +14,7 @@ from plus.control import (
     ideal_records,
     ladder_note,
     ladder_rows,
+    ladder_summary,
     ladder_table,
     learned,
     named_shares,
@@ -290,6 +291,12 @@ def test_ladder_rows_table_and_note_read_the_runs(pets, tmp_path):
         for rung in ("first-word", "ground-truth")
         for metric in ("own_named_share", "accuracy")
     }
+    shown = ladder_summary(rows)
+    assert list(shown.columns) == ["first-word", "ground-truth"]
+    assert shown.loc["own animal named first: end", "first-word"] == "80%"
+    assert shown.loc["rollout batches", "first-word"] == "20"
+    flat["heldout/contested_accuracy@plateau_step"] = None
+    assert ladder_summary(rows).loc["contested accuracy: plateau (batch)", "ground-truth"] == "not reached"
     note = ladder_note(rows, {"own": 1.0, "other": 0.0}, test)
     assert (
         "(holds)" in note

@@ -60,6 +60,16 @@ def test_overview_reads_every_table_and_covers_every_claim(tmp_path):
 def test_notebook_durations_are_read_from_papermill_metadata(tmp_path):
     import json
 
-    (tmp_path / "01_a.ipynb").write_text(json.dumps({"metadata": {"papermill": {"duration": 12.5}}, "cells": []}))
-    (tmp_path / "02_b.ipynb").write_text(json.dumps({"metadata": {}, "cells": []}))
-    assert notebook_durations(tmp_path) == {"01_a": 12.5}
+    papermill = {"duration": 750.0, "start_time": "2026-12-04T17:50:01.5", "parameters": {"profile": "cpu"}}
+    record = {"machine": "Linux x86_64, 2 CPUs", "commit": "338694af30e1c2d"}
+    (tmp_path / "01_a.ipynb").write_text(
+        json.dumps({"metadata": {"papermill": papermill, "plus": record}, "cells": []})
+    )
+    (tmp_path / "02_b.ipynb").write_text(json.dumps({"metadata": {}, "cells": []}))  # never executed by papermill
+    (tmp_path / "03_c.ipynb").write_text(json.dumps({"metadata": {"papermill": {"duration": 6.0}}, "cells": []}))
+    assert notebook_durations(tmp_path) == [
+        {"notebook": "01_a", "profile": "cpu", "minutes": 12.5, "machine": "Linux x86_64, 2 CPUs",
+         "commit": "338694af30", "executed": "2026-12-04 17:50"},
+        {"notebook": "03_c", "profile": "", "minutes": 0.1, "machine": "not recorded", "commit": "not recorded",
+         "executed": ""},
+    ]  # fmt: skip

@@ -36,7 +36,7 @@ from plus.data.schema import (
     validate_records,
     write_jsonl,
 )
-from plus.data.stats import context_token_lengths, format_record, summarize_splits
+from plus.data.stats import compact_summary, context_token_lengths, format_record, summarize_splits
 from plus.data.ultrafeedback import UF_DIMENSIONS, UF_PREFERENCES_HUB, UF_RATINGS_HUB, build_ultrafeedback, load_table
 
 __all__ = [
@@ -69,6 +69,7 @@ __all__ = [
     "format_record",
     "profile_sizes",
     "summarize_splits",
+    "compact_summary",
     "ground_truth_reward",
     "label_matrix",
     "make_record",

@@ -42,6 +42,34 @@ def summarize_splits(records: Sequence[dict], tokenizer: PreTrainedTokenizerBase
     return rows
 
 
+def compact_summary(rows: Sequence[dict]) -> list[dict]:
+    """`summarize_splits` rows as one line per data set, for a table that fits a page: train records and users,
+    each held-out split's records, the share of contested pairs over the held-out splits (None where undefined)
+    and the train contexts' median and largest length in tokens."""
+    by_dataset: dict[str, list[dict]] = {}
+    for row in rows:
+        by_dataset.setdefault(row["dataset"], []).append(row)
+    lines = []
+    for dataset, splits in by_dataset.items():
+        train = next((row for row in splits if row["split"] == "train"), None)
+        held_out = [row for row in splits if row["split"] != "train"]
+        shares = [(row["contested_share"], row["records"]) for row in held_out if row["contested_share"] is not None]
+        counted = sum(n for _, n in shares)
+        lines.append(
+            {
+                "data set": dataset,
+                "train records": train["records"] if train else 0,
+                "users": max(row["users"] for row in splits),
+                "held-out records": ", ".join(f"{row['split']} {row['records']}" for row in held_out),
+                "contested": sum(share * n for share, n in shares) / counted if counted else None,
+                "context tokens (median, max)": f"{train['context_tokens_median']:g}, {train['context_tokens_max']}"
+                if train
+                else "",
+            }
+        )
+    return lines
+
+
 def format_record(record: dict, max_chars: int = 600) -> str:
     """A record as Markdown: user, split, ground truth, the context text and the eval pair."""
 
