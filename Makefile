@@ -36,7 +36,8 @@ $(VENV)/.installed: requirements.txt requirements-lock.txt pyproject.toml
 
 # Execute notebook templates into the book at $(PROFILE); results go to results/$(PROFILE)/<notebook>/.
 # Each executed copy is then tidied (plus.book: no stderr, no absolute paths, code behind a toggle, the commit and
-# package versions it ran under). `run` executes all of $(NOTEBOOKS), `missing` only those without a book copy.
+# package versions it ran under), and README's table of run times is rewritten. `run` executes all of $(NOTEBOOKS),
+# `missing` only those without a book copy.
 define execute
 	@todo=($(1)); n=$${#todo[@]}; i=0; \
 	for nb in "$${todo[@]}"; do \
@@ -46,7 +47,8 @@ define execute
 	    -p profile $(PROFILE) -p output_dir results/$(PROFILE)/$$stem || exit 1; \
 	  $(BIN)/python -m plus.book tidy book/notebooks/$$stem.ipynb --repo-root $(CURDIR) --record-provenance || exit 1; \
 	  echo "[$$i/$$n] $$stem done in $$(( ($$(date +%s) - start + 30) / 60 )) min"; \
-	done
+	done; \
+	if [ $$n -gt 0 ]; then $(BIN)/python -m plus.book timings README.md; fi
 endef
 
 run: env
