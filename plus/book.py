@@ -55,9 +55,10 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): value}
 
 
-def settings_table(value: Any, column: str = "value") -> pd.DataFrame:
+def settings_table(value: Any, column: str = "value", index: str = "setting") -> pd.DataFrame:
     """A dataclass (a config) or a dict, nested ones flattened to dotted names, as a one-column table for a
-    page: sequences joined by commas, None shown as "none", so no Python repr reaches the reader."""
+    page (rows named ``index``): sequences joined by commas, None shown as "none", so no Python repr reaches
+    the reader."""
     import pandas as pd
 
     def shown(item: Any) -> str:
@@ -72,7 +73,7 @@ def settings_table(value: Any, column: str = "value") -> pd.DataFrame:
     flat = _flatten(value)
     if not flat:
         raise ValueError(f"settings_table: nothing to show in {type(value).__name__}")
-    return pd.DataFrame({column: {name: shown(item) for name, item in flat.items()}}).rename_axis("setting")
+    return pd.DataFrame({column: {name: shown(item) for name, item in flat.items()}}).rename_axis(index)
 
 
 def _git(repo_root: str | Path, *args: str) -> str | None:
@@ -153,7 +154,7 @@ def tidy_notebook(notebook: dict, repo_root: str, record: dict | None = None) ->
     if record is not None:
         papermill = notebook["metadata"].get("papermill", {})
         source = provenance_markdown(record, papermill)
-        cells.append({"cell_type": "markdown", "metadata": {"tags": ["provenance"]}, "source": source})
+        cells.append({"cell_type": "markdown", "id": "provenance", "metadata": {"tags": ["provenance"]}, "source": source})
     notebook["cells"] = cells
     return notebook
 

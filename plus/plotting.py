@@ -24,13 +24,12 @@ def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     return path
 
 
-def glue_figure(name: str, fig: plt.Figure, path: str | Path) -> Path:
+def glue_figure(name: str, fig: plt.Figure, path: str | Path) -> None:
     """Save ``fig`` (`save_figure`) and hand it to the book under ``name``: a markdown cell's
-    ``{glue:figure} name`` shows it there with a numbered caption. The figure is closed, so the cell that made
-    it shows nothing and the page shows it once, captioned."""
+    ``{glue:figure} name`` shows it there with a numbered caption. The figure is closed and nothing is returned,
+    so the cell that made it shows nothing and the page shows the figure once, captioned."""
     from myst_nb import glue
 
-    saved = save_figure(fig, path)
+    save_figure(fig, path)
     glue(name, fig, display=False)
     plt.close(fig)
-    return saved

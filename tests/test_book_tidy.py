@@ -57,7 +57,7 @@ def test_provenance_is_recorded_once_and_shown_in_a_last_cell(tmp_path):
     assert notebook["metadata"]["plus"]["commit"] == "fedcba9876543210"
     assert [c["cell_type"] for c in notebook["cells"]] == ["code", "markdown"]
     shown = notebook["cells"][-1]["source"]
-    assert notebook["cells"][-1]["metadata"]["tags"] == ["provenance"]
+    assert notebook["cells"][-1]["metadata"]["tags"] == ["provenance"] and notebook["cells"][-1]["id"] == "provenance"
     assert "`fedcba9876`" in shown and "uncommitted" not in shown and "1.5 min" in shown and "torch 9.9" in shown
     assert "2026-12-04 10:00 UTC" in shown
     outside_git = provenance(tmp_path)
