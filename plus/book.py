@@ -154,7 +154,9 @@ def tidy_notebook(notebook: dict, repo_root: str, record: dict | None = None) ->
     if record is not None:
         papermill = notebook["metadata"].get("papermill", {})
         source = provenance_markdown(record, papermill)
-        cells.append({"cell_type": "markdown", "id": "provenance", "metadata": {"tags": ["provenance"]}, "source": source})
+        cells.append(
+            {"cell_type": "markdown", "id": "provenance", "metadata": {"tags": ["provenance"]}, "source": source}
+        )
     notebook["cells"] = cells
     return notebook
 
