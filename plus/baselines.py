@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from plus.config import check_number
 from plus.losses import bradley_terry_loss, dpl_loss
 from plus.models import load_backbone
 from plus.reward_model import RewardModelConfig, SummaryRewardModel, load_weights, read_config, save_module
@@ -91,19 +92,15 @@ class BaselineConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"BaselineConfig.method must be one of {sorted(METHODS)}, got {self.method!r}")
+        if not isinstance(self.embedding_model, str) or not self.embedding_model:
+            model = self.embedding_model
+            raise ValueError(f"BaselineConfig.embedding_model must be a non-empty string, got {model!r}")
         for name in ("embedding_max_length", "hidden_dim", "latent_dim", "num_prototypes"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"BaselineConfig.{name} must be a positive int, got {getattr(self, name)!r}")
-        if self.kl_weight < 0 or not 0 < self.kl_anneal_fraction <= 1:
-            raise ValueError(
-                f"BaselineConfig needs kl_weight >= 0 and 0 < kl_anneal_fraction <= 1, got {self.kl_weight}, "
-                f"{self.kl_anneal_fraction}"
-            )
-        if self.adapt_steps < 0 or self.adapt_learning_rate <= 0:
-            raise ValueError(
-                f"BaselineConfig needs adapt_steps >= 0 and adapt_learning_rate > 0, got {self.adapt_steps}, "
-                f"{self.adapt_learning_rate}"
-            )
+            check_number(self, name, 1, integer=True)
+        check_number(self, "kl_weight", 0)
+        check_number(self, "kl_anneal_fraction", 0, 1, above=True)
+        check_number(self, "adapt_steps", 0, integer=True)
+        check_number(self, "adapt_learning_rate", 0, above=True)
 
     @classmethod
     def from_dict(cls, payload: dict) -> BaselineConfig:

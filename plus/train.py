@@ -53,21 +53,18 @@ class TrainConfig:
     """Show a tqdm progress bar."""
 
     def __post_init__(self) -> None:
+        from plus.config import check_number
+
         for name in ("num_epochs", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive int, got {getattr(self, name)!r}")
+            check_number(self, name, 1, integer=True)
         for name in ("learning_rate", "head_learning_rate", "max_grad_norm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)!r}")
-        if (
-            not 0 <= self.warmup_ratio < 1
-            or self.weight_decay < 0
-            or not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1)
-        ):
-            raise ValueError(
-                f"TrainConfig needs 0 <= warmup_ratio < 1, weight_decay >= 0 and betas in [0, 1), got "
-                f"{self.warmup_ratio}, {self.weight_decay}, ({self.beta1}, {self.beta2})"
-            )
+            check_number(self, name, 0, above=True)
+        check_number(self, "weight_decay", 0)
+        check_number(self, "seed", 0, integer=True)
+        for name in ("warmup_ratio", "beta1", "beta2"):
+            check_number(self, name, 0, 1)
+            if getattr(self, name) == 1:
+                raise ValueError(f"TrainConfig.{name} must be < 1, got {getattr(self, name)!r}")
 
 
 @dataclass

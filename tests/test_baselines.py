@@ -209,3 +209,13 @@ def test_a_build_is_the_same_whatever_the_callers_rng(method, embedder):
     assert torch.equal(torch.rand(1), after_first)
     assert all(torch.equal(first[name], second[name]) for name in first)
     assert any(not torch.equal(first[name], other_seed[name]) for name in first)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("kl_weight", float("nan")), ("kl_weight", "0.1"), ("kl_anneal_fraction", 0.0), ("adapt_steps", float("nan")),
+     ("adapt_steps", 2.5), ("adapt_learning_rate", float("inf")), ("hidden_dim", True), ("embedding_model", "")],
+)  # fmt: skip
+def test_baseline_config_refuses_nan_inf_strings_and_out_of_range_values_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=f"BaselineConfig.{field} must be"):
+        BaselineConfig("vpl", **{field: value})

@@ -45,6 +45,16 @@ def test_config_defaults_are_the_papers_and_bad_values_fail():
         config.num_factors = 3  # type: ignore[misc]
 
 
+@pytest.mark.parametrize(
+    "field, value",
+    [("l2_weight", float("nan")), ("learning_rate", float("inf")), ("user_l2", "1.0"), ("num_epochs", 2.5),
+     ("head_hidden", True), ("use_svd", "yes")],
+)  # fmt: skip
+def test_nan_inf_and_wrong_types_name_the_field(field, value):
+    with pytest.raises(ValueError, match=f"PrefConfig.{field} must be"):
+        PrefConfig(**{field: value})
+
+
 def test_svd_imputation_recovers_a_planted_low_rank_matrix():
     torch.manual_seed(0)
     a, b = torch.randn(80, 2), torch.randn(50, 2)

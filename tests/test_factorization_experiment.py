@@ -48,3 +48,17 @@ def test_new_users_are_asked_their_own_answers_first_and_never_their_heldout_pai
         for (a, b), label in zip(user.test_pairs.tolist(), user.test_labels.tolist(), strict=True):
             assert (texts[a] if label == 1.0 else texts[b]) in chosen
         assert user.candidates.shape[1] == 8 and torch.all(user.default == 0)
+
+
+@pytest.mark.parametrize(
+    "field, value", [("num_best_of_n", float("nan")), ("num_best_of_n", 1), ("max_length", float("nan")),
+                     ("num_threads", "2"), ("num_vpl_steps", 0)],
+)  # fmt: skip
+def test_experiment_config_refuses_nan_strings_and_out_of_range_values_naming_the_field(field, value):
+    from dataclasses import replace
+
+    from plus.config import get_profile
+    from plus.factorization.experiment import pref_experiment_config
+
+    with pytest.raises(ValueError, match=f"PrefExperimentConfig.{field} must be"):
+        replace(pref_experiment_config(get_profile("smoke")), **{field: value})

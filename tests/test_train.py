@@ -92,3 +92,16 @@ def test_checkpoint_reloads_to_identical_scores(method, embedder, tmp_path):
     loaded.adapt(test)
     with torch.no_grad():
         assert torch.equal(torch.stack(model.pair_rewards(test)), torch.stack(loaded.pair_rewards(test)))
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("learning_rate", float("nan")), ("learning_rate", "1e-3"), ("head_learning_rate", float("inf")),
+     ("batch_size", 0), ("num_epochs", 1.5), ("warmup_ratio", 1.0), ("beta2", float("nan")), ("weight_decay", -1),
+     ("seed", "0"), ("max_grad_norm", True)],
+)  # fmt: skip
+def test_train_config_refuses_nan_inf_strings_and_out_of_range_values_naming_the_field(field, value):
+    from plus.train import TrainConfig
+
+    with pytest.raises(ValueError, match=f"TrainConfig.{field} must be"):
+        TrainConfig(**{field: value})

@@ -59,18 +59,17 @@ class PrefConfig:
     """Newton steps of a new user's logistic regression (a J-dimensional convex problem)."""
 
     def __post_init__(self) -> None:
+        from plus.config import check_number
+
         for name in ("num_factors", "num_svd_rounds", "num_warm_start_epochs", "num_epochs", "num_newton_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"PrefConfig.{name} must be a positive int, got {value!r}")
-        if not isinstance(self.head_hidden, int) or self.head_hidden < 0:
-            raise ValueError(f"PrefConfig.head_hidden must be an int >= 0, got {self.head_hidden!r}")
+            check_number(self, name, 1, integer=True)
+        check_number(self, "head_hidden", 0, integer=True)
         for name in ("l2_weight", "user_l2"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"PrefConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+            check_number(self, name, 0)
         for name in ("prior_precision", "learning_rate"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"PrefConfig.{name} must be > 0, got {getattr(self, name)!r}")
+            check_number(self, name, 0, above=True)
+        if not isinstance(self.use_svd, bool):
+            raise ValueError(f"PrefConfig.use_svd must be True or False, got {self.use_svd!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

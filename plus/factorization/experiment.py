@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
-from plus.config import Profile
+from plus.config import Profile, check_number
 from plus.data import build_pref_attributes, build_response_bank, ground_truth_reward, label_matrix, profile_sizes
 from plus.factorization.core import PrefConfig
 from plus.factorization.protocol import (
@@ -94,13 +94,11 @@ class PrefExperimentConfig:
             raise ValueError(f"answer_counts must be non-negative and non-empty, got {self.answer_counts}")
         if not self.seeds:
             raise ValueError("seeds must be non-empty")
-        if self.num_best_of_n < 2:
-            raise ValueError(f"num_best_of_n must be >= 2, got {self.num_best_of_n}")
+        check_number(self, "num_best_of_n", 2, integer=True)
         if not self.ablation_factors or min(self.ablation_factors) < 1:
             raise ValueError(f"ablation_factors must be positive, got {self.ablation_factors}")
         for name in ("max_length", "num_bt_epochs", "num_pal_epochs", "num_vpl_steps", "num_threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"PrefExperimentConfig.{name} must be >= 1, got {getattr(self, name)}")
+            check_number(self, name, 1, integer=True)
 
 
 def pref_experiment_config(
