@@ -147,6 +147,12 @@ def train_reward_model(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            for what, value in (("loss", loss), ("gradient norm", grad_norm)):
+                if not torch.isfinite(value).all():  # before the step: the weights and metrics stay as they were
+                    raise FloatingPointError(
+                        f"train_reward_model stopped at step {step} of {num_steps}: the {what} is {value.item()}; "
+                        "nothing of this step was written and no checkpoint was saved"
+                    )
             row = {
                 "losses/total": loss.item(),
                 **metrics,

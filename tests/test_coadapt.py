@@ -417,3 +417,27 @@ def test_a_trained_summarizer_is_loaded_only_when_it_was_kept(tmp_path):
     save_file({"not.a.parameter": torch.zeros(1)}, str(tmp_path / "final" / "actor.safetensors"))
     with pytest.raises(ValueError, match="actor.safetensors: Checkpoint does not match the model"):
         load_trained_summarizer(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "loss_name, quantity",
+    [("ppo_policy_loss", "the summarizer's policy loss"), ("bradley_terry_loss", "the reward model's loss")],
+)
+def test_a_nan_loss_stops_the_run_naming_the_batch_and_keeping_the_last_checkpoint(
+    tmp_path, monkeypatch, loss_name, quantity
+):
+    config = _config(separate_critic=False, checkpoint_every=1, num_episodes=2)
+    train_plus(config, _records(), tmp_path, reward_model=ByteRewardModel(), stop_after=1)
+    saved = (tmp_path / "checkpoint").stat().st_mtime_ns, (tmp_path / "metrics.jsonl").read_text()
+    real = getattr(plus.coadapt.loop, loss_name)
+
+    def poisoned(*args, **kwargs):
+        result = real(*args, **kwargs)
+        first = result[0] if isinstance(result, tuple) else result
+        nan = first * float("nan")
+        return (nan, *result[1:]) if isinstance(result, tuple) else nan
+
+    monkeypatch.setattr(plus.coadapt.loop, loss_name, poisoned)
+    with pytest.raises(FloatingPointError, match=rf"rollout batch 2: {quantity} is not finite.*rollout batch 1"):
+        train_plus(config, _records(), tmp_path, reward_model=ByteRewardModel())
+    assert ((tmp_path / "checkpoint").stat().st_mtime_ns, (tmp_path / "metrics.jsonl").read_text()) == saved

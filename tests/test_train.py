@@ -105,3 +105,21 @@ def test_train_config_refuses_nan_inf_strings_and_out_of_range_values_naming_the
 
     with pytest.raises(ValueError, match=f"TrainConfig.{field} must be"):
         TrainConfig(**{field: value})
+
+
+def test_a_nan_loss_stops_training_naming_the_step_before_anything_of_it_is_written(embedder, tmp_path):
+    model = fresh("btl", embedder)
+    real = model.loss
+    calls = []
+
+    def poisoned(batch, progress):
+        loss, metrics = real(batch, progress=progress)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) == 2 else loss), metrics
+
+    model.loss = poisoned
+    with pytest.raises(FloatingPointError, match=r"stopped at step 1 of 4: the loss is nan"):
+        train_reward_model(model, toy_records(16, 0), CONFIG, output_dir=tmp_path)
+    assert [row["step"] for row in read_metrics(tmp_path / "metrics.jsonl")] == [0]
+    assert not (tmp_path / "checkpoint").exists()
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -256,6 +256,14 @@ def _checked_rewards(rewards: torch.Tensor, size: int) -> torch.Tensor:
     return rewards
 
 
+def _finite(value: torch.Tensor, what: str) -> torch.Tensor:
+    """``value``, or a FloatingPointError naming ``what`` when any entry is NaN or inf (a NaN loss would otherwise
+    train every weight to NaN and log ``null``)."""
+    if not torch.isfinite(value).all():
+        raise FloatingPointError(f"{what} is not finite: {value.detach().float().flatten()[:4].tolist()}")
+    return value
+
+
 def _check_records(records: Sequence[dict], names: Sequence[str], what: str) -> None:
     for index, record in enumerate(records):
         for name in names:
@@ -489,6 +497,9 @@ def update_summarizer(
                     )
                     loss = loss + value_loss  # disjoint parameters: one backward serves both optimizers
                     values_seen = {"losses/value": value_loss, "losses/value_clipfrac": value_clip_fraction}
+                _finite(policy_loss, "the summarizer's policy loss")
+                if critic is not None:
+                    _finite(value_loss, "the critic's value loss")
                 weight = len(micro) / rows
                 accelerator.backward(loss * weight)
                 seen = {"losses/policy": policy_loss, "losses/policy_clipfrac": clip_fraction}
@@ -499,7 +510,8 @@ def update_summarizer(
             for name, model in (("actor", policy), ("critic", critic)):
                 if name in optimizers:
                     if config.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(_trainable(model), config.max_grad_norm)
+                        norm = accelerator.clip_grad_norm_(_trainable(model), config.max_grad_norm)
+                        _finite(torch.as_tensor(norm), f"the {name}'s gradient norm")
                     optimizers[name].step()
                     optimizers[name].zero_grad(set_to_none=True)
                     schedulers[name].step()
@@ -534,13 +546,14 @@ def update_reward_model(
                 [r["train_chosen"] for r in part],
                 [r["train_rejected"] for r in part],
             )
-            loss = bradley_terry_loss(chosen, rejected)
+            loss = _finite(bradley_terry_loss(chosen, rejected), "the reward model's loss")
             accelerator.backward(loss * len(micro) / rows)
             if epoch == 0:
                 losses.extend([loss.item()] * len(micro))  # a mean over rows, whatever the micro-batches
                 correct.extend((chosen > rejected).tolist())
         if config.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(_trainable(scorer), config.max_grad_norm)
+            norm = accelerator.clip_grad_norm_(_trainable(scorer), config.max_grad_norm)
+            _finite(torch.as_tensor(norm), "the reward model's gradient norm")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
@@ -697,6 +710,7 @@ def train_plus(
     if start == 0:
         run_probe(0)
     began = time.perf_counter()
+    saved = start  # the rollout batch of the last checkpoint on disk (0: none)
     bar = tqdm(range(start, stop), desc="PLUS", disable=not (progress and accelerator.is_main_process))
     for step in bar:
         step_began = time.perf_counter()
@@ -709,23 +723,30 @@ def train_plus(
             on_rollout(step, batch_records, batch)
         metrics = _rollout_metrics(batch, config)
         metrics |= perf
-        # (3) the summarizer's update.
-        if config.train_summarizer and step >= config.summarizer_start:
+        try:
+            # (3) the summarizer's update.
+            if config.train_summarizer and step >= config.summarizer_start:
+                began_update = time.perf_counter()
+                metrics |= update_summarizer(config, batch, policy, critic, optimizers, schedulers, accelerator)
+                metrics["perf/summarizer_update_seconds"] = time.perf_counter() - began_update
+            # (4) the reward model's update on the SAME summaries.
             began_update = time.perf_counter()
-            metrics |= update_summarizer(config, batch, policy, critic, optimizers, schedulers, accelerator)
-            metrics["perf/summarizer_update_seconds"] = time.perf_counter() - began_update
-        # (4) the reward model's update on the SAME summaries.
-        began_update = time.perf_counter()
-        if config.train_reward_model:
-            metrics |= update_reward_model(
-                config,
-                batch,
-                batch_records,
-                scorer,
-                optimizers["reward_model"],
-                schedulers["reward_model"],
-                accelerator,
-            )
+            if config.train_reward_model:
+                metrics |= update_reward_model(
+                    config,
+                    batch,
+                    batch_records,
+                    scorer,
+                    optimizers["reward_model"],
+                    schedulers["reward_model"],
+                    accelerator,
+                )
+        except FloatingPointError as error:  # before this batch's logs and any checkpoint: nothing good is lost
+            kept = f"the checkpoint of rollout batch {saved} in {checkpoint}" if saved else "no checkpoint yet"
+            raise FloatingPointError(
+                f"PLUS stopped at rollout batch {step + 1}: {error}. Nothing of this batch was written; the last "
+                f"good state is {kept}."
+            ) from None
         for name, scheduler in schedulers.items():
             metrics[f"lr/{name}"] = scheduler.get_last_lr()[0]
         metrics["perf/reward_update_seconds"] = time.perf_counter() - began_update
@@ -746,6 +767,7 @@ def train_plus(
             run_probe(done)
         if done == stop or (config.checkpoint_every and done % config.checkpoint_every == 0):
             save_checkpoint(checkpoint, done, config, prepared_modules, optimizers, schedulers, accelerator, digest)
+            saved = done
     if tensorboard is not None:
         tensorboard.close()
     wall = time.perf_counter() - began
