@@ -11,10 +11,13 @@ held-out probe (`pets_probe`); only the summary's length and the summarizer's re
   one-animal summaries, `ideal_reward_model`): log sigmoid of its margin on the record's pair, as in PLUS;
 - ``plus``: whole summaries and the co-trained reward model (PLUS itself).
 
-Two variants of the last rung (`LEVERS`) ask why it breaks: ``plus-ideal-init`` co-trains a reward model that
+Three variants of the last rung (`LEVERS`) ask why it breaks: ``plus-ideal-init`` co-trains a reward model that
 starts as the ideal-summary one (does co-training erode a reward model that reads summaries, or is the trouble
 only that a fresh one does not?); ``plus-rm-warmup`` lets the reward model train alone on the initial
-summarizer's samples for `RM_WARMUP` batches before the summarizer's first update.
+summarizer's samples for `RM_WARMUP` batches before the summarizer's first update; ``plus-slow-rm`` starts as
+``plus-ideal-init`` but its reward model learns slower than the summarizer (`SLOW_RM`: one pass per rollout batch
+at a lower learning rate), so the summarizer can learn to name the animal before the reward model forgets how to
+read it.
 
 The ground-truth reward needs no pair: it says whether the summary carries the one fact that separates the
 two Pets users. The reward model's reward carries it only on contested pairs (half of them).
@@ -39,7 +42,7 @@ from plus.data.pets import animal_named_first, contested_animals, ideal_summary
 from plus.summarizer import first_token_ids, generate_summaries
 
 RUNGS: tuple[str, ...] = ("first-word", "ground-truth", "frozen-rm", "plus")
-LEVERS: tuple[str, ...] = ("plus-ideal-init", "plus-rm-warmup")
+LEVERS: tuple[str, ...] = ("plus-ideal-init", "plus-rm-warmup", "plus-slow-rm")
 """Variants of the ``plus`` rung: both models co-trained, from another start."""
 NAMED: tuple[str, ...] = ("own", "other", "neither")
 LOGS: tuple[str, ...] = ("metrics.jsonl", "probe.jsonl")
@@ -161,11 +164,11 @@ def run_rung(
 ) -> CoadaptResult:
     """Train one rung (`rung_config`) on the train ``records``, probing every ``probe_every`` rollout batches;
     resumes from ``output_dir``'s checkpoint. ``frozen-rm`` needs ``frozen_reward_model`` (and ``plus-ideal-init``
-    the trainable reward model it starts from)."""
+    and ``plus-slow-rm`` the trainable reward model they start from)."""
     config = rung_config(config, rung)
     reward_fn = pets_reward if rung in ("first-word", "ground-truth") else None
     reward_model = None
-    if rung in ("frozen-rm", "plus-ideal-init"):
+    if rung in ("frozen-rm", "plus-ideal-init", "plus-slow-rm"):
         if frozen_reward_model is None:
             raise ValueError(f"the {rung} rung needs frozen_reward_model (e.g. one trained on ideal summaries)")
         reward_model = frozen_reward_model
@@ -331,6 +334,7 @@ LABELS = {
     "frozen-rm": "whole summary, frozen reward model",
     "plus": "whole summary, co-trained reward model (PLUS)",
     "plus-ideal-init": "PLUS, reward model starting as the frozen one",
+    "plus-slow-rm": "PLUS, reward model starting as the frozen one, learning slowly",
     "plus-rm-warmup": "PLUS, reward model trained alone first",
 }
 
@@ -433,8 +437,20 @@ def ladder_note(rows: Sequence[dict], bars: dict[str, float], test: Sequence[dic
 
 RM_WARMUP: dict[str, int] = {"smoke": 1, "cpu": 20, "gpu": 50}
 """Rollout batches in which ``plus-rm-warmup``'s reward model trains alone before the summarizer's first update."""
+SLOW_RM: dict[str, dict] = {
+    "smoke": {"reward_epochs": 1, "reward_lr": 3e-4},
+    "cpu": {"reward_epochs": 1, "reward_lr": 3e-4},
+    "gpu": {"reward_epochs": 1, "reward_lr": 3e-6},
+}
+"""``plus-slow-rm``'s reward model: one pass per rollout batch at about a third of the profile's learning rate
+(cpu: 1 pass at 3e-4 instead of 4 at 1e-3, some 13 times less movement per batch)."""
 STEPS: dict[str, dict[str, int]] = {
-    profile: steps | {"plus-ideal-init": steps["plus"], "plus-rm-warmup": steps["plus"] + RM_WARMUP[profile]}
+    profile: steps
+    | {
+        "plus-ideal-init": steps["plus"],
+        "plus-rm-warmup": steps["plus"] + RM_WARMUP[profile],
+        "plus-slow-rm": steps["plus"],
+    }
     for profile, steps in {
         "smoke": {"first-word": 2, "ground-truth": 2, "frozen-rm": 2, "plus": 2},
         "cpu": {"first-word": 60, "ground-truth": 120, "frozen-rm": 120, "plus": 60},
@@ -480,6 +496,8 @@ class Ladder:
         )
         if rung == "plus-rm-warmup":
             config = replace(config, summarizer_start=RM_WARMUP[self.profile])
+        if rung == "plus-slow-rm":
+            config = replace(config, **SLOW_RM[self.profile])
         return config
 
     def finished(self, rung: str) -> bool:
@@ -506,7 +524,7 @@ class Ladder:
         steps = self.steps(rung)
         every = probe_every or max(1, steps // 12)
         reward_model = self.ideal_reward_model
-        if rung == "plus-ideal-init":  # a trainable copy: the frozen one stays the probe's judge
+        if rung in ("plus-ideal-init", "plus-slow-rm"):  # a trainable copy: the frozen one stays the probe's judge
             # `ladder` has cached it under ideal-rm/, so this loads that copy (trained at the profile's settings)
             reward_model = ideal_reward_model(self.config, self.train, self.output_dir / "ideal-rm")
         return run_rung(rung, config, self.train, self.rung_dir(rung), self.probe, reward_model, every)

@@ -349,3 +349,6 @@ def test_a_finished_rung_is_read_not_trained_again_unless_its_config_or_logs_dif
     assert changed.rung_config("plus").reward_lr == 0.5 and experiment.rung_config("plus").reward_lr != 0.5
     (directory / "config.json").write_text(json.dumps(written))
     assert experiment.finished("plus-rm-warmup") and not changed.finished("plus-rm-warmup")
+    slow = experiment.rung_config("plus-slow-rm")  # plus-ideal-init's start with a slower reward model
+    assert (slow.reward_epochs, slow.reward_lr) == (1, 3e-4) and slow.max_steps == experiment.steps("plus")
+    assert rung_config(slow, "plus-slow-rm").train_reward_model
