@@ -93,11 +93,11 @@ def _version(package: str) -> str:
 
 def provenance(repo_root: str | Path) -> dict:
     """What a notebook executed in ``repo_root`` ran under: ``commit`` (``None`` outside git), ``dirty`` (tracked
-    files other than ``book/notebooks/`` and ``results/``, which runs rewrite, differ from it), the
-    ``packages`` (name -> version) and the ``machine`` (system, processor, CPU count)."""
+    files other than ``book/notebooks/``, ``results/`` and ``README.md`` (its timings), which runs rewrite, differ
+    from it), the ``packages`` (name -> version) and the ``machine`` (system, processor, CPU count)."""
     commit = _git(repo_root, "rev-parse", "HEAD")
-    # What the run itself rewrites (the executed notebooks, the results) does not count as a change to the code.
-    outputs = (":(exclude)book/notebooks", ":(exclude)results")
+    # What the run itself rewrites (the executed notebooks, the results, README's timings) is not a change to the code.
+    outputs = (":(exclude)book/notebooks", ":(exclude)results", ":(exclude)README.md")
     status = _git(repo_root, "status", "--porcelain", "--untracked-files=no", "--", ".", *outputs) if commit else None
     return {
         "commit": commit,
