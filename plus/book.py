@@ -16,6 +16,8 @@ place:
 Code sources are never changed, so the test that the book's copy is its template executed still holds.
 
 `settings_table` is the pages' one way to show a config or a dict of counts: a two-column table, not a repr.
+``python -m plus.book timings README.md`` (run by ``make run`` after executing) writes how long each executed
+notebook took, on which machine and at which commit, into the README's timings block (`write_timings`).
 """
 
 from __future__ import annotations
