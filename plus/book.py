@@ -109,12 +109,17 @@ def provenance(repo_root: str | Path) -> dict:
     }
 
 
+def started_at(papermill: dict) -> str:
+    """Papermill's start time of an execution (``metadata.papermill``) as ``YYYY-MM-DD HH:MM`` (UTC), or ""."""
+    return (papermill.get("start_time") or "")[:16].replace("T", " ")
+
+
 def provenance_markdown(record: dict, papermill: dict) -> str:
     """The provenance line a page shows, from ``metadata.plus`` and ``metadata.papermill``."""
     commit = (record.get("commit") or "unknown")[:10]
     dirty = " with uncommitted changes" if record.get("dirty") else ""
     packages = ", ".join(f"{name} {v}" for name, v in record.get("packages", {}).items())
-    when = (papermill.get("start_time") or "")[:16].replace("T", " ")
+    when = started_at(papermill)
     minutes = papermill.get("duration")
     took = f" in {minutes / 60:.1f} min" if isinstance(minutes, int | float) else ""
     at = f" on {when} UTC" if when else ""

@@ -44,6 +44,8 @@ from plus.summarizer import first_token_ids, generate_summaries
 RUNGS: tuple[str, ...] = ("first-word", "ground-truth", "frozen-rm", "plus")
 LEVERS: tuple[str, ...] = ("plus-ideal-init", "plus-rm-warmup", "plus-slow-rm")
 """Variants of the ``plus`` rung: both models co-trained, from another start."""
+IDEAL_START: tuple[str, ...] = ("plus-ideal-init", "plus-slow-rm")
+"""The levers whose co-trained reward model starts as the ideal-summary one (`ideal_reward_model`)."""
 NAMED: tuple[str, ...] = ("own", "other", "neither")
 LOGS: tuple[str, ...] = ("metrics.jsonl", "probe.jsonl")
 REWARD_OF_NAMED = {"own": 1.0, "other": -1.0, "neither": 0.0}
@@ -168,7 +170,7 @@ def run_rung(
     config = rung_config(config, rung)
     reward_fn = pets_reward if rung in ("first-word", "ground-truth") else None
     reward_model = None
-    if rung in ("frozen-rm", "plus-ideal-init", "plus-slow-rm"):
+    if rung == "frozen-rm" or rung in IDEAL_START:
         if frozen_reward_model is None:
             raise ValueError(f"the {rung} rung needs frozen_reward_model (e.g. one trained on ideal summaries)")
         reward_model = frozen_reward_model
@@ -524,7 +526,7 @@ class Ladder:
         steps = self.steps(rung)
         every = probe_every or max(1, steps // 12)
         reward_model = self.ideal_reward_model
-        if rung in ("plus-ideal-init", "plus-slow-rm"):  # a trainable copy: the frozen one stays the probe's judge
+        if rung in IDEAL_START:  # a trainable copy: the frozen one stays the probe's judge
             # `ladder` has cached it under ideal-rm/, so this loads that copy (trained at the profile's settings)
             reward_model = ideal_reward_model(self.config, self.train, self.output_dir / "ideal-rm")
         return run_rung(rung, config, self.train, self.rung_dir(rung), self.probe, reward_model, every)

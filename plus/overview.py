@@ -23,6 +23,7 @@ from pathlib import Path
 
 from plus.artifacts import read_json
 from plus.baselines import method_label
+from plus.book import started_at
 from plus.evaluation import CEILING, CHANCE_BAND, PAPER_COLUMNS, REPORTED_PLUS_TABLE, find_row, format_interval
 from plus.factorization.experiment import METHOD_KEYS, REPORTED_ATTRIBUTES
 
@@ -237,7 +238,7 @@ def notebook_durations(book_notebooks: str | Path) -> list[dict]:
                 "minutes": round(float(seconds) / 60, 1),
                 "machine": record.get("machine", "not recorded"),
                 "commit": record["commit"][:10] if record.get("commit") else "not recorded",
-                "executed": (papermill.get("start_time") or "")[:16].replace("T", " "),
+                "executed": started_at(papermill),
             }
         )
     return rows

@@ -256,11 +256,12 @@ def _checked_rewards(rewards: torch.Tensor, size: int) -> torch.Tensor:
     return rewards
 
 
-def _finite(value: torch.Tensor, what: str) -> torch.Tensor:
+def _finite(value: torch.Tensor | float, what: str) -> torch.Tensor | float:
     """``value``, or a FloatingPointError naming ``what`` when any entry is NaN or inf (a NaN loss would otherwise
     train every weight to NaN and log ``null``)."""
-    if not torch.isfinite(value).all():
-        raise FloatingPointError(f"{what} is not finite: {value.detach().float().flatten()[:4].tolist()}")
+    values = torch.as_tensor(value).detach().float().flatten()
+    if not torch.isfinite(values).all():
+        raise FloatingPointError(f"{what} is not finite: {values[:4].tolist()}")
     return value
 
 
@@ -511,7 +512,7 @@ def update_summarizer(
                 if name in optimizers:
                     if config.max_grad_norm > 0:
                         norm = accelerator.clip_grad_norm_(_trainable(model), config.max_grad_norm)
-                        _finite(torch.as_tensor(norm), f"the {name}'s gradient norm")
+                        _finite(norm, f"the {name}'s gradient norm")
                     optimizers[name].step()
                     optimizers[name].zero_grad(set_to_none=True)
                     schedulers[name].step()
@@ -553,7 +554,7 @@ def update_reward_model(
                 correct.extend((chosen > rejected).tolist())
         if config.max_grad_norm > 0:
             norm = accelerator.clip_grad_norm_(_trainable(scorer), config.max_grad_norm)
-            _finite(torch.as_tensor(norm), "the reward model's gradient norm")
+            _finite(norm, "the reward model's gradient norm")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
