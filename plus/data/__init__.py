@@ -36,7 +36,7 @@ from plus.data.schema import (
     validate_records,
     write_jsonl,
 )
-from plus.data.stats import compact_summary, context_token_lengths, format_record, summarize_splits
+from plus.data.stats import compact_summary, context_token_lengths, format_record, record_cards, summarize_splits
 from plus.data.ultrafeedback import UF_DIMENSIONS, UF_PREFERENCES_HUB, UF_RATINGS_HUB, build_ultrafeedback, load_table
 
 __all__ = [
@@ -70,6 +70,7 @@ __all__ = [
     "profile_sizes",
     "summarize_splits",
     "compact_summary",
+    "record_cards",
     "ground_truth_reward",
     "label_matrix",
     "make_record",

@@ -70,6 +70,17 @@ def compact_summary(rows: Sequence[dict]) -> list[dict]:
     return lines
 
 
+def record_cards(records: dict[str, Sequence[dict]], max_chars: int = 600) -> list[str]:
+    """`format_record` of the first record of each data set's first and last split, in the order of ``records``
+    ({data set: records})."""
+    cards = []
+    for recs in records.values():
+        splits = list(dict.fromkeys(r["split"] for r in recs))
+        for split in dict.fromkeys([splits[0], splits[-1]]):
+            cards.append(format_record(next(r for r in recs if r["split"] == split), max_chars=max_chars))
+    return cards
+
+
 def format_record(record: dict, max_chars: int = 600) -> str:
     """A record as Markdown: user, split, ground truth, the context text and the eval pair."""
 
