@@ -3,8 +3,10 @@ import pytest
 
 from plus.data import (
     ATTRIBUTES,
+    archetype_users,
     build_attribute_users,
     build_dataset,
+    build_pref_archetypes,
     build_pref_attributes,
     build_response_bank,
     ground_truth_reward,
@@ -33,6 +35,11 @@ def pref():
     return build_pref_attributes(seed=0, **SMALL_PREF)
 
 
+@pytest.fixture(scope="module")
+def archetypes():
+    return build_pref_archetypes(seed=0, **SMALL_PREF)
+
+
 def _pairs(record):
     yield record["chosen"], record["rejected"]
     yield record["eval_chosen"], record["eval_rejected"]
@@ -59,16 +66,16 @@ def test_surface_markers_follow_scores(bank):
             )
 
 
-@pytest.mark.parametrize("name", ["uf-p-2-synthetic", "uf-p-4-synthetic", "attributes"])
+@pytest.mark.parametrize("name", ["uf-p-2-synthetic", "uf-p-4-synthetic", "attributes", "archetypes"])
 def test_same_seed_gives_identical_files(tmp_path, name):
-    sizes = SMALL_PREF if name == "attributes" else SMALL_UF
+    sizes = SMALL_PREF if name in ("attributes", "archetypes") else SMALL_UF
     a = write_jsonl(build_dataset(name, seed=1, **sizes), tmp_path / "a.jsonl")
     b = write_jsonl(build_dataset(name, seed=1, **sizes), tmp_path / "b.jsonl")
     c = write_jsonl(build_dataset(name, seed=2, **sizes), tmp_path / "c.jsonl")
     assert a.read_bytes() == b.read_bytes() != c.read_bytes()
 
 
-@pytest.mark.parametrize("which", ["uf4", "pref"])
+@pytest.mark.parametrize("which", ["uf4", "pref", "archetypes"])
 def test_every_label_agrees_with_ground_truth(request, bank, which):
     records = request.getfixturevalue(which)
     validate_records(records)
@@ -158,3 +165,27 @@ def test_the_pref_population_is_mirror_symmetric_so_one_bt_model_has_nothing_to_
         for attribute, weight in profile.items():
             totals[attribute] = totals.get(attribute, 0.0) + weight
     assert len(profiles) == 84 and all(abs(total) < 1e-12 for total in totals.values())
+
+
+def test_archetype_users_have_rank_three_rewards_and_a_majority_a_single_model_can_learn(archetypes):
+    users = archetype_users(num_users=84, seed=0)
+    profiles = np.array([[truth["profile"][a] for a in ATTRIBUTES] for _, truth in users])  # (84, 7)
+    assert len({user_id for user_id, _ in users}) == 84
+    assert np.linalg.matrix_rank(profiles) == 3  # the span of the three archetypes
+    assert np.linalg.norm(profiles.mean(0)) > 0.2  # unlike the mirror-symmetric two-pole users
+    for _, truth in users:
+        assert abs(sum(truth["archetypes"].values()) - 1) < 1e-9 and len(truth["poles"]) == 2
+        assert truth["description"].startswith("This user is ")
+    assert {r["dataset"] for r in archetypes} == {"archetypes"}
+    new_users = {r["user_id"] for r in archetypes if r["split"] == "test_new_users"}
+    assert len(new_users) == 10 and not new_users & {r["user_id"] for r in archetypes if r["split"] == "train"}
+
+
+def test_archetype_weights_that_are_not_a_mixture_are_errors():
+    from plus.data.attributes import archetype_ground_truth
+
+    for weights in ({"professional": 0.5}, {"professional": 1.5, "minimalist": -0.5}, {"nerd": 1.0}):
+        with pytest.raises(ValueError, match="Archetype weights must be non-negative"):
+            archetype_ground_truth(weights)
+    with pytest.raises(ValueError, match="num_users >= 2"):
+        archetype_users(num_users=1)

@@ -1,17 +1,20 @@
 """Data sets of `plus`: one record schema (`plus.data.schema`) and deterministic builders.
 
 See `plus.data.schema` for the record fields and `SPLITS`; each builder module documents its construction:
-`plus.data.pets` (Pets, Pets-OOD), `plus.data.attributes` (UF-P-like synthetic users, PReF's Attributes, the
-response bank with ground-truth rewards), `plus.data.ultrafeedback` (UF-P-2/4),
+`plus.data.pets` (Pets, Pets-OOD), `plus.data.attributes` (UF-P-like synthetic users, PReF's Attributes and
+Archetypes populations, the response bank with ground-truth rewards), `plus.data.ultrafeedback` (UF-P-2/4),
 `plus.data.prism` (PRISM) and `plus.data.flexible` (unlabelled conversations and user guides as contexts).
 """
 
 from plus.data.attributes import (
+    ARCHETYPES,
     ATTRIBUTES,
     POLES,
     Response,
     ResponseBank,
+    archetype_users,
     build_attribute_users,
+    build_pref_archetypes,
     build_pref_attributes,
     build_response_bank,
     ground_truth_reward,
@@ -23,7 +26,7 @@ from plus.data.attributes import (
 from plus.data.flexible import FLEXIBLE_KINDS, build_flexible_contexts
 from plus.data.pets import ANIMALS, PETS_PROMPT, animal_of, build_pets, pet_sentences
 from plus.data.prism import PRISM_HUB, build_prism
-from plus.data.registry import DATASETS, build_dataset, profile_sizes
+from plus.data.registry import DATASETS, PREF_POPULATIONS, build_dataset, profile_sizes
 from plus.data.schema import (
     REQUIRED_FIELDS,
     SPLITS,
@@ -41,8 +44,10 @@ from plus.data.ultrafeedback import UF_DIMENSIONS, UF_PREFERENCES_HUB, UF_RATING
 
 __all__ = [
     "ANIMALS",
+    "ARCHETYPES",
     "ATTRIBUTES",
     "DATASETS",
+    "PREF_POPULATIONS",
     "PETS_PROMPT",
     "POLES",
     "REQUIRED_FIELDS",
@@ -63,6 +68,8 @@ __all__ = [
     "build_attribute_users",
     "build_dataset",
     "build_pets",
+    "archetype_users",
+    "build_pref_archetypes",
     "build_pref_attributes",
     "build_response_bank",
     "context_token_lengths",

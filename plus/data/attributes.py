@@ -34,6 +34,10 @@ the user is indifferent to (equal reward) is never given to that user.
   others (``test``, ``role="heldout"``); ``num_new_users`` held-out users do the same in ``test_new_users``; seen
   users answer pairs of held-out prompts in ``test_new_prompts``. One record = one answer: its train and eval
   pair are the answered pair and its context 2-4 other answers of the same user.
+- ``archetypes`` (`build_pref_archetypes`): the same shared-pool form, but each of 84 users is a mixture (Dirichlet
+  weights) of three latent `ARCHETYPES` that share attributes, so the users' rewards have rank 3 and correlated
+  attribute weights, where the 84 two-pole users of ``attributes`` span all seven attributes and are
+  mirror-symmetric (every user's opposite is also a user).
 """
 
 from __future__ import annotations
@@ -229,9 +233,10 @@ def user_ground_truth(*poles: str) -> dict:
 
 
 def ground_truth_reward(profile: dict[str, float], response: Response | dict[str, int]) -> float:
-    """A user's true reward of a response: ``profile . scores`` (``response`` a `Response` or its scores)."""
+    """A user's true reward of a response: ``profile . scores`` (``response`` a `Response` or its scores), rounded
+    to 9 decimals so that float noise in fractional weights (archetype mixtures) never breaks a true tie."""
     scores = response.scores if isinstance(response, Response) else response
-    return float(sum(weight * scores[a] for a, weight in profile.items() if weight))
+    return round(float(sum(weight * scores[a] for a, weight in profile.items() if weight)), 9)
 
 
 def _sign(x: float) -> int:
@@ -361,6 +366,56 @@ def pref_users() -> list[tuple[str, str]]:
     return [(p, q) for (a, p), (b, q) in combinations(poles, 2) if a != b]
 
 
+ARCHETYPES: dict[str, dict[str, float]] = {
+    "professional": {"formality": 1.0, "politeness": 1.0, "confidence": 1.0, "humor": -1.0},
+    "entertainer": {"humor": 1.0, "enthusiasm": 1.0, "engagement": 1.0, "formality": -1.0},
+    "minimalist": {"verbosity": -1.0, "engagement": -1.0, "enthusiasm": -1.0},
+}
+"""The latent archetypes of the ``archetypes`` population: weights over `ATTRIBUTES` (absent = 0). They share
+attributes (formality, humour, engagement, enthusiasm), so a user's attribute weights are correlated."""
+
+
+def archetype_ground_truth(weights: dict[str, float]) -> dict:
+    """``{"profile", "description", "poles", "archetypes"}`` of a user mixing `ARCHETYPES` with ``weights``
+    (non-negative, summing to 1): the profile is the weighted sum of the archetypes' profiles; ``poles`` are
+    the two attribute poles of largest weight."""
+    if set(weights) - set(ARCHETYPES) or any(w < 0 for w in weights.values()) or abs(sum(weights.values()) - 1) > 1e-6:
+        raise ValueError(
+            f"Archetype weights must be non-negative over {sorted(ARCHETYPES)} and sum to 1, got {weights}"
+        )
+    profile = dict.fromkeys(ATTRIBUTES, 0.0)
+    for name, weight in weights.items():
+        for attribute, value in ARCHETYPES[name].items():
+            profile[attribute] = round(profile[attribute] + weight * value, 6)
+    ranked = sorted((a for a in ATTRIBUTES if profile[a]), key=lambda a: (-abs(profile[a]), a))[:2]
+    poles = [POLES[a][0] if profile[a] > 0 else POLES[a][1] for a in ranked]
+    mix = ", ".join(f"{round(100 * w)}% {name}" for name, w in sorted(weights.items(), key=lambda x: -x[1]) if w)
+    wants = " and ".join(POLE_DESCRIPTIONS[p] for p in poles)
+    return {
+        "profile": profile,
+        "description": f"This user is {mix}; above all they prefer {wants}.",
+        "poles": poles,
+        "archetypes": dict(weights),
+    }
+
+
+def archetype_users(num_users: int = 84, seed: int = 0, concentration: float = 0.5) -> list[tuple[str, dict]]:
+    """``num_users`` users (id, ground truth) whose archetype weights are drawn from a symmetric Dirichlet
+    (``concentration``; small values give users close to one archetype), rounded to hundredths. Every profile
+    lies in the span of the three archetypes, so the users' rewards have rank 3."""
+    if num_users < 2 or not concentration > 0:
+        raise ValueError(f"Need num_users >= 2 and concentration > 0, got {num_users}, {concentration}")
+    rng = np.random.default_rng([seed, 7_919])
+    names = sorted(ARCHETYPES)
+    users = []
+    for index in range(num_users):
+        draw = np.round(rng.dirichlet([concentration] * len(names)), 2)
+        draw[int(draw.argmax())] += round(1.0 - float(draw.sum()), 2)  # exact hundredths summing to 1
+        weights = {name: float(round(w, 2)) for name, w in zip(names, draw, strict=True)}
+        users.append((f"mix-{index:03d}", archetype_ground_truth(weights)))
+    return users
+
+
 def build_pref_attributes(
     seed: int = 0,
     num_answers: int = 40,
@@ -373,7 +428,48 @@ def build_pref_attributes(
 ) -> list[dict]:
     """PReF's Attributes population (``dataset`` = ``attributes``): 84 two-pole users answering a shared pool of
     ``num_pairs`` pairs (``num_pairs // 4`` more on held-out prompts). Deterministic in ``seed``."""
-    users = pref_users()
+    users = [("+".join(poles), user_ground_truth(*poles)) for poles in pref_users()]
+    return _build_pref_population(
+        "attributes", users, f"attributes-{seed}", seed, num_answers, num_heldout, num_new_users, num_pairs,
+        num_candidates, num_heldout_prompts, context_sizes,
+    )  # fmt: skip
+
+
+def build_pref_archetypes(
+    seed: int = 0,
+    num_answers: int = 40,
+    num_heldout: int = 10,
+    num_new_users: int = 20,
+    num_pairs: int = 400,
+    num_candidates: int = 24,
+    num_heldout_prompts: int = 8,
+    context_sizes: tuple[int, int] = (2, 4),
+    num_users: int = 84,
+    concentration: float = 0.5,
+) -> list[dict]:
+    """The Archetypes population (``dataset`` = ``archetypes``): as `build_pref_attributes`, but the ``num_users``
+    users are mixtures of the three `ARCHETYPES` (`archetype_users`), so their rewards share a rank-3 structure
+    and are not mirror-symmetric. Deterministic in ``seed``."""
+    return _build_pref_population(
+        "archetypes", archetype_users(num_users, seed, concentration), f"archetypes-{seed}", seed, num_answers,
+        num_heldout, num_new_users, num_pairs, num_candidates, num_heldout_prompts, context_sizes,
+    )  # fmt: skip
+
+
+def _build_pref_population(
+    dataset: str,
+    users: list[tuple[str, dict]],
+    rng_seed: str,
+    seed: int,
+    num_answers: int,
+    num_heldout: int,
+    num_new_users: int,
+    num_pairs: int,
+    num_candidates: int,
+    num_heldout_prompts: int,
+    context_sizes: tuple[int, int],
+) -> list[dict]:
+    """The records of a PReF population: ``users`` (id, ground truth) answering a shared pool of pairs."""
     if not 0 <= num_new_users < len(users):
         raise ValueError(f"num_new_users must be in [0, {len(users) - 1}], got {num_new_users}")
     low, high = context_sizes
@@ -381,11 +477,11 @@ def build_pref_attributes(
         raise ValueError(f"context_sizes must satisfy 1 <= low <= high <= num_answers, got {context_sizes}")
     bank = build_response_bank(seed, num_candidates)
     train_prompts, heldout_prompts = _split_prompts(bank, num_heldout_prompts, seed)
-    rng = random.Random(f"attributes-{seed}")
-    order = list(users)
+    rng = random.Random(rng_seed)
+    order = [user_id for user_id, _ in users]
     rng.shuffle(order)
     new_users = set(order[:num_new_users])
-    all_profiles = [pole_profile(*u) for u in users]
+    all_profiles = [truth["profile"] for _, truth in users]
 
     def sample_pool(prompt_ids: list[str], size: int) -> list[tuple[str, Response, Response]]:
         candidates = [(p, a, b) for p in prompt_ids for a, b in combinations(bank.responses[p], 2)]
@@ -397,10 +493,8 @@ def build_pref_attributes(
     heldout_pool = sample_pool(heldout_prompts, max(1, num_pairs // 4))
     contested = {_pair_id(a, b): _disagree((a, b), all_profiles) for _, a, b in pool + heldout_pool}
     records = []
-    for user in users:
-        truth = user_ground_truth(*user)
+    for user_id, truth in users:
         profile = truth["profile"]
-        user_id = "+".join(user)
         strict = [
             x
             for x in rng.sample(pool, len(pool))
@@ -409,10 +503,10 @@ def build_pref_attributes(
         if len(strict) < num_answers + num_heldout:
             raise ValueError(f"User {user_id} has only {len(strict)} non-tied pairs; raise num_pairs")
         answers, heldout = strict[:num_answers], strict[num_answers : num_answers + num_heldout]
-        answer_split = "test_new_users" if user in new_users else "train"
+        answer_split = "test_new_users" if user_id in new_users else "train"
         targets = [(answer_split, "answer", x) for x in answers]
-        targets += [("test_new_users" if user in new_users else "test", "heldout", x) for x in heldout]
-        if user not in new_users:
+        targets += [("test_new_users" if user_id in new_users else "test", "heldout", x) for x in heldout]
+        if user_id not in new_users:
             extra = [
                 x for x in heldout_pool if ground_truth_reward(profile, x[1]) != ground_truth_reward(profile, x[2])
             ]
@@ -424,7 +518,7 @@ def build_pref_attributes(
             context = [answered[j] for j in rng.sample(others, rng.randint(low, high))]
             records.append(
                 make_record(
-                    dataset="attributes",
+                    dataset=dataset,
                     split=split,
                     user_id=user_id,
                     context_pairs=context,

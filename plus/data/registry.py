@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from plus.data.attributes import build_attribute_users, build_pref_attributes
+from plus.data.attributes import build_attribute_users, build_pref_archetypes, build_pref_attributes
 from plus.data.flexible import build_flexible_contexts
 from plus.data.pets import build_pets
 
@@ -15,12 +15,17 @@ DATASETS: dict[str, Callable[..., list[dict]]] = {
     "uf-p-2-synthetic": partial(build_attribute_users, "uf-p-2"),
     "uf-p-4-synthetic": partial(build_attribute_users, "uf-p-4"),
     "attributes": build_pref_attributes,
+    "archetypes": build_pref_archetypes,
     "uf-p-2-synthetic-conversations": partial(build_flexible_contexts, "uf-p-2", "conversations"),
     "uf-p-2-synthetic-user-guide": partial(build_flexible_contexts, "uf-p-2", "user_guide"),
     "uf-p-4-synthetic-conversations": partial(build_flexible_contexts, "uf-p-4", "conversations"),
     "uf-p-4-synthetic-user-guide": partial(build_flexible_contexts, "uf-p-4", "user_guide"),
 }
 """Offline synthetic data sets: name -> builder taking ``seed`` and size keywords."""
+
+PREF_POPULATIONS: tuple[str, ...] = ("attributes", "archetypes")
+"""The populations of PReF's shared-pool form (`plus.data.attributes.build_pref_attributes`): users answering a
+shared pool of pairs, with a pair x user label matrix."""
 
 
 def build_dataset(name: str, seed: int = 0, **sizes: int) -> list[dict]:
@@ -37,7 +42,7 @@ def profile_sizes(name: str, num_train_examples: int, num_test_examples: int) ->
     train examples, the smoke profile), where it uses 6 answers, 2 held out, 10 new users and 80 pairs."""
     if name not in DATASETS:
         raise ValueError(f"Unknown data set {name!r}; choose one of {sorted(DATASETS)}")
-    if name == "attributes":
+    if name in PREF_POPULATIONS:
         if num_train_examples < 100:
             return {"num_answers": 6, "num_heldout": 2, "num_new_users": 10, "num_pairs": 80}
         return {}
