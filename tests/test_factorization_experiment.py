@@ -1,5 +1,7 @@
 """The Attributes adapter: records of `plus.data` -> the protocol's tensors, at the smoke profile."""
 
+import math
+
 import pytest
 import torch
 
@@ -62,3 +64,62 @@ def test_experiment_config_refuses_nan_strings_and_out_of_range_values_naming_th
 
     with pytest.raises(ValueError, match=f"PrefExperimentConfig.{field} must be"):
         replace(pref_experiment_config(get_profile("smoke")), **{field: value})
+
+
+def test_population_subset_keeps_the_first_answers_of_the_first_users_and_is_nested(problem_and_records):
+    from plus.factorization.experiment import population_subset
+
+    problem, _ = problem_and_records
+    labels = problem.population.labels  # smoke: every user answered 6 pairs
+    small, more_answers = population_subset(labels, 4, 2, seed=0), population_subset(labels, 4, 5, seed=0)
+    more_users = population_subset(labels, 8, 2, seed=0)
+    assert small.shape == (labels.shape[0], 4) and more_users.shape == (labels.shape[0], 8)
+    assert ((~small.isnan()).sum(0) == 2).all() and ((~more_answers.isnan()).sum(0) == 5).all()
+    for c in range(more_users.shape[1]):  # each column is one user's own labels, a subset of them
+        kept = ~more_users[:, c].isnan()
+        owners = [j for j in range(labels.shape[1]) if torch.equal(labels[kept, j], more_users[kept, c])]
+        assert owners
+    kept = ~small.isnan()
+    assert (~more_answers.isnan())[kept].all() and torch.equal(~more_users[:, :4].isnan(), kept)
+
+
+def test_mean_training_user_reward_is_the_mean_of_the_training_users_true_rewards(problem_and_records):
+    from plus.data import build_response_bank, ground_truth_reward
+
+    problem, records = problem_and_records
+    profiles = {r["user_id"]: r["ground_truth"]["profile"] for r in records if r["split"] == "train"}
+    bank = build_response_bank(0, 8)
+    responses = [r for prompt_id in sorted(bank.responses) for r in bank.responses[prompt_id]]
+    expected = torch.tensor([sum(ground_truth_reward(p, r.scores) for p in profiles.values()) for r in responses])
+    assert torch.allclose(problem.mean_train_reward, expected / len(profiles), atol=1e-6)
+    assert len(problem.inputs) == len(problem.texts) == problem.bank.features.shape[0]
+
+
+def test_both_populations_run_with_the_reference_the_diagnostics_and_the_scaling_study(tmp_path):
+    from plus.artifacts import write_table
+    from plus.factorization.experiment import FINETUNED, MEAN_USER, pref_table_rows, run_attributes_experiment
+    from plus.factorization.finetune import FinetuneConfig
+
+    cache = {}
+    for dataset in ("attributes", "archetypes"):
+        config = pref_experiment_config(
+            get_profile("smoke"), num_seeds=1, dataset=dataset, finetune=FinetuneConfig(num_epochs=1),
+            scaling_users=(2, 4), scaling_answers=(2, 6),
+        )  # fmt: skip
+        result = run_attributes_experiment(config, cache=cache)
+        assert result["dataset"] == dataset
+        assert {r["method"] for r in result["reference_rows"]} == {MEAN_USER}
+        assert FINETUNED in {r["method"] for r in result["ablation_rows"]}
+        grid = {(r["num_train_users"], r["answers_per_user"]) for r in result["scaling_rows"]}
+        assert grid == {(2, 2), (2, 6), (4, 2), (4, 6)}
+        information = [r for r in result["information_rows"] if r["num_answers"] >= 0]
+        assert {r["method"] for r in information} == {"PReF (active)", "PReF (random)"}
+        assert all(math.isfinite(r["log_det"]) for r in information)
+        rows = pref_table_rows(result)
+        write_table(tmp_path / f"{dataset}.json", rows)  # every row valid
+        methods = {r["method"] for r in rows}
+        assert {"pref-active", "pref-active-minus-random", "pref-active-top-block-fine-tuned", "mean-user-truth",
+                "pref-active-users4-answers6"} <= methods  # fmt: skip
+        assert {r["dataset"] for r in rows} == {dataset}
+        assert all(r["reported"] is None for r in rows) or dataset == "attributes"
+    assert len(cache) > 0  # the second population reused the first one's embeddings

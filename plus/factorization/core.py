@@ -7,15 +7,18 @@ P(y1 > y2 | x, i) = sigmoid(lambda_i . (phi(x, y1) - phi(x, y2))).
 Departures from the paper (Shenfeld et al. 2025) and the authors' code (PReF_code), each a choice:
 - phi: the paper's is the last-token state of Qwen2.5-0.5B, fully fine-tuned, through Linear(hidden, J); here
   a trainable head (`RewardBasis`: Linear(H, J), or a small MLP) on a frozen backbone's features, computed once
-  per response;
+  per response, which is what a CPU affords (`plus.factorization.finetune` measures what it costs by
+  fine-tuning the encoder's top block after this fit);
 - the warm start imputes the centred matrix (2P - 1, missing entries start at 0) at rank J; the authors' code
   imputes the uncentred one (so its result depends on the order of each pair) at rank 100 (a no-op whenever
   pairs or users number <= 100);
-- phi and the training users' lambdas are fitted with Adam, full batch (the authors: SGD);
+- phi and the training users' lambdas are fitted with Adam, full batch (the authors: SGD), which converges in
+  the few hundred epochs a CPU run affords (not compared with SGD here);
 - a new user's lambda is fitted by Newton's method with an L2 pull toward the training users' mean
   (`PrefConfig.user_l2`; the authors: SGD for 5,000 epochs, no regulariser): with a handful of answers the
   unregularised problem is often separable;
-- the first active question is chosen by the criterion at the prior (the authors: at random).
+- the first active question is chosen by the criterion at the prior (the authors: at random), so a run is
+  deterministic and the first answer is already the most informative one at the prior.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ Adapter (what this module adds on top of `plus.data`):
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,9 +26,18 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from plus.config import Profile, check_number
-from plus.data import build_pref_attributes, build_response_bank, ground_truth_reward, label_matrix, profile_sizes
-from plus.factorization.core import PrefConfig
+from plus.data import (
+    PREF_POPULATIONS,
+    build_dataset,
+    build_response_bank,
+    ground_truth_reward,
+    label_matrix,
+    profile_sizes,
+)
+from plus.factorization.core import PrefConfig, information_matrix
+from plus.factorization.finetune import EncoderStates, FinetuneConfig, FinetunedPref
 from plus.factorization.protocol import (
+    FixedRewards,
     NewUser,
     NewUserMethod,
     PalNewUser,
@@ -37,7 +47,10 @@ from plus.factorization.protocol import (
     SingleBT,
     TrainingPopulation,
     VplNewUser,
+    answer_order,
     evaluate_new_users,
+    pair_metrics,
+    question_order,
     summarize,
 )
 from plus.models import load_backbone
@@ -88,8 +101,26 @@ class PrefExperimentConfig:
     """Optimiser steps of VPL on the training users."""
     num_threads: int = 1
     """Torch threads for the (many, small) fits; embedding uses the default."""
+    dataset: str = "attributes"
+    """The population (`plus.data.PREF_POPULATIONS`): ``attributes`` (PReF's 84 two-pole users) or ``archetypes``
+    (84 mixtures of three latent archetypes)."""
+    scaling_users: tuple[int, ...] = (8, 16, 32, 64)
+    """Numbers of training users in the scaling study (capped at the population's)."""
+    scaling_answers: tuple[int, ...] = (5, 10, 20, 40)
+    """Labelled pairs per training user in the scaling study (capped at those each answered)."""
+    scaling_at: int = 10
+    """The new user's number of answers at which the scaling study is read."""
+    finetune: FinetuneConfig | None = field(default_factory=FinetuneConfig)
+    """Fine-tune phi's top encoder blocks after the frozen-head fit (an ablation row); None: skip it."""
 
     def __post_init__(self) -> None:
+        if self.dataset not in PREF_POPULATIONS:
+            raise ValueError(f"PrefExperimentConfig.dataset must be one of {PREF_POPULATIONS}, got {self.dataset!r}")
+        for name in ("scaling_users", "scaling_answers"):
+            values = getattr(self, name)
+            if not values or min(values) < 1:
+                raise ValueError(f"PrefExperimentConfig.{name} must be positive and non-empty, got {values}")
+        check_number(self, "scaling_at", 0, integer=True)
         if not self.answer_counts or min(self.answer_counts) < 0:
             raise ValueError(f"answer_counts must be non-negative and non-empty, got {self.answer_counts}")
         if not self.seeds:
@@ -171,13 +202,15 @@ def _standardise(features: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class AttributesProblem:
-    """One seed's Attributes population in the protocol's tensors."""
+    """One seed's population (Attributes or Archetypes) in the protocol's tensors."""
 
     bank: ResponseBank
     population: TrainingPopulation
     new_users: list[NewUser]
     train_user_ids: list[str]
     texts: list[str]  # response texts, rows of bank.features
+    inputs: list[str]  # phi's input texts (prompt and response), rows of bank.features
+    mean_train_reward: torch.Tensor  # (R,) the training users' mean ground-truth reward of each response
 
 
 def _embed_cached(texts: list[str], config: PrefExperimentConfig, cache: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -197,7 +230,7 @@ def build_attributes_problem(
     ``cache`` maps texts to raw embeddings and is shared across seeds (banks of different seeds share texts)."""
     cache = {} if cache is None else cache
     sizes = dict(config.data_sizes)
-    records = build_pref_attributes(seed=seed, **sizes)
+    records = build_dataset(config.dataset, seed=seed, **sizes)
     bank = build_response_bank(seed, sizes.get("num_candidates", 24))
     responses = [r for prompt_id in sorted(bank.responses) for r in bank.responses[prompt_id]]
     texts = [r.text for r in responses]
@@ -205,7 +238,8 @@ def build_attributes_problem(
     by_pair_id = {f"{r.prompt_id}:{r.index}": i for i, r in enumerate(responses)}
     prompts = [bank.prompts[r.prompt_id] for r in responses]
     # phi's input: the prompt and the response together, as a reward model reads them.
-    features = _standardise(_embed_cached([f"{p}\n\n{t}" for p, t in zip(prompts, texts, strict=True)], config, cache))
+    inputs = [f"{p}\n\n{t}" for p, t in zip(prompts, texts, strict=True)]
+    features = _standardise(_embed_cached(inputs, config, cache))
     unique_prompts = sorted(set(prompts))
     prompt_embeddings = dict(
         zip(unique_prompts, _standardise(_embed_cached(unique_prompts, config, cache)), strict=True)
@@ -222,6 +256,10 @@ def build_attributes_problem(
 
     train = [r for r in records if r["split"] == "train"]
     pair_ids, user_ids, matrix = label_matrix(train)
+    train_profiles = {r["user_id"]: r["ground_truth"]["profile"] for r in train}
+    mean_train_reward = torch.tensor(
+        [sum(ground_truth_reward(p, r.scores) for p in train_profiles.values()) for r in responses]
+    ) / len(train_profiles)
     population = TrainingPopulation(
         pairs=torch.tensor([canonical(p) for p in pair_ids]), labels=torch.tensor(matrix, dtype=torch.float32)
     )
@@ -272,7 +310,7 @@ def build_attributes_problem(
                 num_given=len(answers),
             )
         )
-    return AttributesProblem(response_bank, population, new_users, user_ids, texts)
+    return AttributesProblem(response_bank, population, new_users, user_ids, texts, inputs, mean_train_reward)
 
 
 def default_methods(config: PrefExperimentConfig) -> list[NewUserMethod]:
@@ -287,8 +325,15 @@ def default_methods(config: PrefExperimentConfig) -> list[NewUserMethod]:
     ]
 
 
-def ablation_methods(config: PrefExperimentConfig) -> list[PrefNewUser]:
-    """Active PReF without the SVD warm start, without the L2 term, and with J in ``ablation_factors``."""
+FINETUNED = "top block fine-tuned"
+"""The ablation row whose phi has its encoder's top blocks fine-tuned (`plus.factorization.finetune`)."""
+
+
+def ablation_methods(
+    config: PrefExperimentConfig, encoder: EncoderStates | None = None, inputs: list[str] | None = None
+) -> list[PrefNewUser]:
+    """Active PReF without the SVD warm start, without the L2 term, with J in ``ablation_factors``, and (given the
+    ``encoder`` states of phi's ``inputs`` and ``config.finetune``) with the encoder's top blocks fine-tuned."""
     methods = [
         PrefNewUser(config.pref, name="full"),
         PrefNewUser(replace(config.pref, use_svd=False), name="no SVD"),
@@ -299,6 +344,10 @@ def ablation_methods(config: PrefExperimentConfig) -> list[PrefNewUser]:
         for j in config.ablation_factors
         if j != config.pref.num_factors
     ]
+    if config.finetune is not None and encoder is not None:
+        methods.append(
+            FinetunedPref(config.pref, name=FINETUNED, encoder=encoder, texts=inputs, finetune=config.finetune)
+        )
     return methods
 
 
@@ -312,39 +361,125 @@ def ablation_table(result: dict) -> list[dict]:
     return rows
 
 
-def run_attributes_experiment(config: PrefExperimentConfig) -> dict:
-    """Every seed: build the problem, fit and evaluate the methods and the ablations on the new users.
+MEAN_USER = "mean training user (truth)"
+"""The reference row that ranks every response by the training users' mean ground-truth reward."""
 
-    Returns ``{"rows": [...], "ablation_rows": [...], "fit_history": {...}, "timing": {...}, "config": ...}``; a row
-    is one (seed, method, user, number of answers) with ``auc``, ``accuracy`` and ``win_rate``."""
-    rows, ablation_rows, histories, timing = [], [], {}, {}
-    start_all, cache = time.perf_counter(), {}
+
+def question_information(
+    methods: list[PrefNewUser], problem: AttributesProblem, counts: list[int], seed: int
+) -> list[dict]:
+    """For fitted PReF ``methods`` (active and random), each new user and n in ``counts``: the log-determinant of
+    the information matrix of the n questions asked (at the lambda fitted from them, `information_matrix`), the
+    quantity the active criterion greedily raises. One more row per user and method, ``num_answers`` = -1: the
+    AUC of the lambda fitted from the user's whole question pool (what any choice of questions converges to)."""
+    rows = []
+    for position, user in enumerate(problem.new_users):
+        order = question_order(user, seed, position)
+        for method in methods:
+            for n, answered in answer_order(method, problem.bank, user, max(counts), order):
+                if n not in counts:
+                    continue
+                pairs, labels = user.question_pairs[answered], user.question_labels[answered]
+                lam = method.user_weights(pairs, labels)
+                diffs = method.phi[pairs[:, 0]] - method.phi[pairs[:, 1]]
+                sigma = information_matrix(diffs.double(), lam.double(), method.config.prior_precision)
+                rows.append(
+                    {"seed": seed, "method": method.name, "user_id": user.user_id, "num_answers": n,
+                     "log_det": float(torch.linalg.slogdet(sigma)[1])}
+                )  # fmt: skip
+        pool = methods[0].user_rewards(problem.bank, user.question_pairs, user.question_labels)
+        metrics = pair_metrics(pool[user.test_pairs[:, 0]] - pool[user.test_pairs[:, 1]], user.test_labels)
+        rows.append({"seed": seed, "method": "whole pool", "user_id": user.user_id, "num_answers": -1, **metrics})
+    return rows
+
+
+def population_subset(labels: torch.Tensor, num_users: int, per_user: int, seed: int) -> torch.Tensor:
+    """The label matrix (P, num_users) of the first ``num_users`` users of a seeded order, each keeping the first
+    ``per_user`` of its labelled pairs in a seeded order (all of them when it has fewer). For one ``seed`` the
+    subsets are nested: more users or more answers only add entries."""
+    generator = torch.Generator().manual_seed(seed)
+    users = torch.randperm(labels.shape[1], generator=generator)[:num_users]
+    ranks = torch.rand(labels.shape, generator=generator).masked_fill(labels.isnan(), float("inf"))
+    ranks = ranks.argsort(0).argsort(0)  # (P, U): a labelled entry's position in its user's order
+    return labels.masked_fill(ranks >= per_user, float("nan"))[:, users]
+
+
+def scaling_rows(config: PrefExperimentConfig, problem: AttributesProblem, seed: int) -> list[dict]:
+    """Active PReF refitted on subsets of the training population: the first ``u`` users of a seeded order for u
+    in ``config.scaling_users`` and, for each, ``m`` of each user's labelled pairs (seeded) for m in
+    ``config.scaling_answers``; each fit is read on the new users after ``config.scaling_at`` answers."""
+    labels, pairs = problem.population.labels, problem.population.pairs
+    rows = []
+    for num_users in sorted({min(u, labels.shape[1]) for u in config.scaling_users}):
+        for per_user in sorted(config.scaling_answers):
+            subset = population_subset(labels, num_users, per_user, seed)
+            method = PrefNewUser(config.pref, active=True)
+            method.fit(problem.bank, TrainingPopulation(pairs=pairs, labels=subset), seed)
+            for row in evaluate_new_users([method], problem.bank, problem.new_users, [config.scaling_at], seed):
+                rows.append({"seed": seed, "num_train_users": num_users, "answers_per_user": per_user, **row})
+    return rows
+
+
+def run_attributes_experiment(
+    config: PrefExperimentConfig,
+    cache: dict[str, torch.Tensor] | None = None,
+    encoder: EncoderStates | None = None,
+) -> dict:
+    """Every seed: build the problem, fit and evaluate the methods and the ablations on the new users, then the
+    reference, the question-information diagnostic and the scaling study. ``cache`` (text -> embedding) and
+    ``encoder`` (`EncoderStates`, for the fine-tuned ablation; built here when None and ``config.finetune`` is
+    set) may be shared between populations: they hold the same response bank.
+
+    Returns ``{"rows", "ablation_rows", "reference_rows", "information_rows", "scaling_rows", "fit_history",
+    "timing", "config", ...}``; a row is one (seed, method, user, number of answers) with ``auc``, ``accuracy``
+    and ``win_rate``."""
+    rows, ablation_rows, reference_rows, information_rows, scaling = [], [], [], [], []
+    histories, timing = {}, {}
+    start_all, cache = time.perf_counter(), ({} if cache is None else cache)
+    if config.finetune is not None and encoder is None:
+        encoder = EncoderStates(config.embedding_model, config.finetune.num_blocks, config.max_length)
     for seed in config.seeds:
         start = time.perf_counter()
         problem = build_attributes_problem(config, seed, cache)
         timing[f"seed{seed}/features_s"] = time.perf_counter() - start
+        methods = default_methods(config)
         with torch_threads(config.num_threads):
-            for group, methods, out, counts in (
-                ("methods", default_methods(config), rows, config.answer_counts),
-                ("ablations", ablation_methods(config), ablation_rows, config.ablation_counts),
+            ablations = ablation_methods(config, encoder, problem.inputs)
+            for group, group_methods, out, counts in (
+                ("methods", methods, rows, config.answer_counts),
+                ("ablations", ablations, ablation_rows, config.ablation_counts),
             ):
                 start = time.perf_counter()
-                for method in methods:
+                for method in group_methods:
                     method.fit(problem.bank, problem.population, seed)
                     if isinstance(method, PrefNewUser):
                         histories[f"seed{seed}/{group}/{method.name}"] = method.history
                 timing[f"seed{seed}/{group}/fit_s"] = time.perf_counter() - start
                 start = time.perf_counter()
-                for row in evaluate_new_users(methods, problem.bank, problem.new_users, list(counts), seed):
+                for row in evaluate_new_users(group_methods, problem.bank, problem.new_users, list(counts), seed):
                     out.append({"seed": seed, **row})
                 timing[f"seed{seed}/{group}/evaluate_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            reference = FixedRewards(MEAN_USER, problem.mean_train_reward)
+            for row in evaluate_new_users([reference], problem.bank, problem.new_users, [0], seed):
+                reference_rows.append({"seed": seed, **row})
+            pref = [m for m in methods if isinstance(m, PrefNewUser)]
+            information_rows += question_information(pref, problem, list(config.answer_counts), seed)
+            timing[f"seed{seed}/diagnostics_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            scaling += scaling_rows(config, problem, seed)
+            timing[f"seed{seed}/scaling_s"] = time.perf_counter() - start
         logger.info(
             "seed %d done: %s", seed, {k: round(v, 1) for k, v in timing.items() if k.startswith(f"seed{seed}")}
         )
     timing["total_s"] = time.perf_counter() - start_all
     return {
+        "dataset": config.dataset,
         "rows": rows,
         "ablation_rows": ablation_rows,
+        "reference_rows": reference_rows,
+        "information_rows": information_rows,
+        "scaling_rows": scaling,
         "fit_history": histories,
         "timing": timing,
         "config": asdict(config),
@@ -360,15 +495,6 @@ def seed_table(rows: list[dict], keys: tuple[str, ...] = ("method", "num_answers
     return summarize(rows, ("seed", *keys))
 
 
-def spread_at(rows: list[dict], method: str, num_answers: int, metric: str = "auc") -> tuple[float, float]:
-    """Mean and standard deviation over seeds of ``metric`` for ``method`` after ``num_answers`` answers."""
-    values = [r[metric] for r in seed_table(rows) if r["method"] == method and r["num_answers"] == num_answers]
-    if not values:
-        raise KeyError(f"No rows for method {method!r} at {num_answers} answers")
-    tensor = torch.tensor(values, dtype=torch.float64)
-    return tensor.mean().item(), (tensor.std().item() if len(values) > 1 else 0.0)
-
-
 METHOD_KEYS: dict[str, str] = {
     "Single BT": "btl",
     "BT per user": "bt-per-user",
@@ -380,71 +506,238 @@ METHOD_KEYS: dict[str, str] = {
 """Method label in this experiment -> the stable key of ``table.json`` (``../shared/RESULTS.md``)."""
 
 
-def pref_table_rows(result: dict, metrics: tuple[str, ...] = ("auc", "win_rate", "accuracy")) -> list[dict]:
-    """The rows of ``table.json`` from `run_attributes_experiment`: one per method, metric and number of answers
-    k (metric ``<name>@k``), data set ``attributes``, split ``test_new_users``, subset ``all``. ``mean`` is over
-    seeds and new users (NaN values left out; a cell with a seed of no values is left out); the 95% interval
-    is `plus.evaluation.bootstrap_interval` over seeds and users; ``n`` counts new users of the first seed;
-    ``reported`` is the paper's value read off its figures (`REPORTED_ATTRIBUTES`), where it gives one."""
+def _cell(dataset: str, key: str, metric: str, table: list[list[float]], seeds: list[int], reported=None):
+    """One ``table.json`` row from ``table[s]`` = seed s's values (one per new user), or None when a seed has none."""
     from plus.evaluation import bootstrap_interval
 
+    table = [[v for v in per_seed if v == v] for per_seed in table]  # NaN (a user with one class) left out
+    if not table or not all(table):
+        return None
+    low, high = bootstrap_interval(table)
+    values = [value for per_seed in table for value in per_seed]
+    return {
+        "dataset": dataset,
+        "split": "test_new_users",
+        "subset": "all",
+        "method": key,
+        "metric": metric,
+        "mean": sum(values) / len(values),
+        "ci_low": low,
+        "ci_high": high,
+        "n": len(table[0]),
+        "seeds": seeds,
+        "reported": reported,
+    }
+
+
+def _per_seed(rows: list[dict], metric: str, seeds: list[int], **match) -> list[list[float]]:
+    """``metric`` of the rows matching ``match``, per seed, in user order."""
+    cells = sorted((r for r in rows if all(r[k] == v for k, v in match.items())), key=lambda r: r["user_id"])
+    return [[r[metric] for r in cells if r["seed"] == seed] for seed in seeds]
+
+
+def ablation_key(name: str) -> str:
+    """The ``table.json`` key of an ablation row: ``no SVD`` -> ``pref-active-no-svd``, ``J=3`` ->
+    ``pref-active-j3``."""
+    return "pref-active-" + name.lower().replace("=", "").replace(" ", "-")
+
+
+def pref_table_rows(result: dict, metrics: tuple[str, ...] = ("auc", "win_rate", "accuracy")) -> list[dict]:
+    """The rows of ``table.json`` from `run_attributes_experiment`, data set ``result["dataset"]``, split
+    ``test_new_users``, subset ``all``; metric ``<name>@k`` after k answers:
+
+    - every method of `METHOD_KEYS`, metric and k (``reported``: the paper's value, `REPORTED_ATTRIBUTES`, on
+      Attributes only);
+    - ``pref-active-minus-random``: the per-user difference of active and random PReF's AUC, at every k > 0;
+    - the ablations (`ablation_key`) and the mean-training-user reference (``mean-user-truth``, at 0 answers);
+    - ``pref-whole-pool``, metric ``auc@pool``: lambda fitted from the user's whole question pool;
+    - the scaling study: ``pref-active-users<u>-answers<m>``, AUC after ``scaling_at`` answers.
+
+    ``mean`` is over seeds and new users (NaN values left out; a cell with a seed of no values is left out); the
+    95% interval is `plus.evaluation.bootstrap_interval` over seeds and users; ``n`` counts the users of the first
+    seed."""
+    dataset = result.get("dataset", "attributes")
     seeds = sorted({row["seed"] for row in result["rows"]})
-    rows = []
+    reported = REPORTED_ATTRIBUTES if dataset == "attributes" else {}
+    out = []
     for label, key in METHOD_KEYS.items():
         for k in result["config"]["answer_counts"]:
-            cells = [r for r in result["rows"] if r["method"] == label and r["num_answers"] == k]
-            if not cells:
-                continue
             for metric in metrics:
-                table = [  # per seed, its users' values; NaN (e.g. AUC of a user with one class) left out
-                    [r[metric] for r in sorted(cells, key=lambda r: r["user_id"]) if r["seed"] == seed]
-                    for seed in seeds
-                ]
-                table = [[v for v in per_seed if v == v] for per_seed in table]
-                if not all(table):
-                    continue
-                low, high = bootstrap_interval(table)
-                values = [value for per_seed in table for value in per_seed]
-                rows.append(
-                    {
-                        "dataset": "attributes",
-                        "split": "test_new_users",
-                        "subset": "all",
-                        "method": key,
-                        "metric": f"{metric}@{k}",
-                        "mean": sum(values) / len(values),
-                        "ci_low": low,
-                        "ci_high": high,
-                        "n": len(table[0]),
-                        "seeds": seeds,
-                        "reported": REPORTED_ATTRIBUTES.get(metric, {}).get(label, {}).get(k),
-                    }
-                )
-    return rows
+                table = _per_seed(result["rows"], metric, seeds, method=label, num_answers=k)
+                paper = reported.get(metric, {}).get(label, {}).get(k)
+                out.append(_cell(dataset, key, f"{metric}@{k}", table, seeds, paper))
+    auc = {(r["method"], r["num_answers"], r["seed"], r["user_id"]): r["auc"] for r in result["rows"]}
+    for k in result["config"]["answer_counts"]:
+        gaps = [  # per seed and user: active minus random AUC
+            [a - auc[("PReF (random)", k, *key[2:])] for key, a in sorted(auc.items())
+             if key[:3] == ("PReF (active)", k, seed) and ("PReF (random)", k, *key[2:]) in auc]
+            for seed in seeds
+        ]  # fmt: skip
+        out.append(_cell(dataset, "pref-active-minus-random", f"auc@{k}", gaps, seeds) if k > 0 else None)
+    for name in sorted({r["method"] for r in result.get("ablation_rows", [])} - {"full"}):
+        for k in result["config"]["ablation_counts"]:
+            table = _per_seed(result["ablation_rows"], "auc", seeds, method=name, num_answers=k)
+            out.append(_cell(dataset, ablation_key(name), f"auc@{k}", table, seeds))
+    for metric in ("auc", "accuracy"):
+        table = _per_seed(result.get("reference_rows", []), metric, seeds, method=MEAN_USER)
+        out.append(_cell(dataset, "mean-user-truth", f"{metric}@0", table, seeds) if any(table) else None)
+    table = _per_seed(result.get("information_rows", []), "auc", seeds, method="whole pool", num_answers=-1)
+    out.append(_cell(dataset, "pref-whole-pool", "auc@pool", table, seeds) if any(table) else None)
+    scaling = result.get("scaling_rows", [])
+    for u, m in sorted({(r["num_train_users"], r["answers_per_user"]) for r in scaling}):
+        table = _per_seed(scaling, "auc", seeds, num_train_users=u, answers_per_user=m)
+        at = result["config"]["scaling_at"]
+        out.append(_cell(dataset, f"pref-active-users{u}-answers{m}", f"auc@{at}", table, seeds))
+    return [row for row in out if row is not None]
 
 
-def closing_note(result: dict, wall_time_s: float, profile: str) -> str:
-    """The notebook's closing note (markdown): AUC at 10 answers, the active-vs-random gap, the wall time."""
-    counts = result["config"]["answer_counts"]
-    at = 10 if 10 in counts else max(counts)
-    active, active_sd = spread_at(result["rows"], "PReF (active)", at)
-    random_, random_sd = spread_at(result["rows"], "PReF (random)", at)
-    bt, bt_sd = spread_at(result["rows"], "Single BT", at)
-    positive = [n for n in counts if n > 0]
-    gaps = [
-        spread_at(result["rows"], "PReF (active)", n)[0] - spread_at(result["rows"], "PReF (random)", n)[0]
-        for n in positive
+def scaling_setting(method: str) -> tuple[int, int]:
+    """(training users, answers per user) of a scaling row's key ``pref-active-users<u>-answers<m>``."""
+    match = re.fullmatch(r"pref-active-users(\d+)-answers(\d+)", method)
+    if match is None:
+        raise ValueError(f"Not a scaling key: {method!r}")
+    return int(match[1]), int(match[2])
+
+
+def run_pref_populations(config: PrefExperimentConfig, datasets: tuple[str, ...]) -> dict[str, dict]:
+    """`run_attributes_experiment` for each population of ``datasets`` (``config.dataset`` replaced), sharing the
+    embeddings and the encoder's states: the populations answer pairs of the same response bank."""
+    encoder = None
+    if config.finetune is not None:
+        encoder = EncoderStates(config.embedding_model, config.finetune.num_blocks, config.max_length)
+    cache: dict[str, torch.Tensor] = {}
+    return {name: run_attributes_experiment(replace(config, dataset=name), cache, encoder) for name in datasets}
+
+
+def _row(rows: list[dict], dataset: str, method: str, metric: str) -> dict:
+    from plus.evaluation import find_row
+
+    row = find_row(rows, dataset, "test_new_users", "all", method, metric)
+    if row is None:
+        raise KeyError(f"table.json has no row for {dataset} / {method} / {metric}")
+    return row
+
+
+def factor_curve(rows: list[dict], dataset: str, num_answers: int, full_j: int) -> list[tuple[int, dict]]:
+    """(J, AUC row after ``num_answers`` answers) for every J of the ablation, the full method counting as
+    ``full_j``; sorted by J."""
+    curve = [(full_j, _row(rows, dataset, "pref-active", f"auc@{num_answers}"))]
+    for row in rows:
+        name = row["method"].removeprefix("pref-active-j")
+        if row["dataset"] == dataset and row["metric"] == f"auc@{num_answers}" and name.isdigit():
+            curve.append((int(name), row))
+    return sorted(curve, key=lambda x: x[0])
+
+
+def saturating_factors(curve: list[tuple[int, dict]], tolerance: float = 0.01) -> int:
+    """The smallest J whose mean AUC is within ``tolerance`` of the best J's."""
+    best = max(row["mean"] for _, row in curve)
+    return next(j for j, row in curve if row["mean"] >= best - tolerance)
+
+
+def single_model_table(rows: list[dict], datasets: tuple[str, ...]) -> list[dict]:
+    """Per population, before any answer: the single BT model's AUC and that of ranking by the training users' mean
+    true reward (the best a single reward model could aim at), "mean [low, high]" in %."""
+    from plus.evaluation import format_interval
+
+    return [
+        {
+            "population": name,
+            "single BT": format_interval(_row(rows, name, "btl", "auc@0")),
+            "mean training user (truth)": format_interval(_row(rows, name, "mean-user-truth", "auc@0")),
+        }
+        for name in datasets
     ]
-    reported = REPORTED_ATTRIBUTES["auc"]["PReF (active)"].get(at)
-    num_seeds = len(result["config"]["seeds"])
-    lines = [
-        f"- **AUC at {at} answers** (PReF, active questions): {active:.3f} ± {active_sd:.3f} over {num_seeds} seeds"
-        + (f"; the paper reports about {reported} on Attributes." if reported is not None else "."),
-        f"- Random questions: {random_:.3f} ± {random_sd:.3f}; single BT model: {bt:.3f} ± {bt_sd:.3f}.",
-        f"- **Active minus random** AUC: {gaps[positive.index(at)] if at in positive else float('nan'):+.3f} at {at} "
-        f"answers; mean over 1-{max(counts)} answers {sum(gaps) / len(gaps):+.3f} (largest {max(gaps):+.3f}, "
-        f"smallest {min(gaps):+.3f}).",
+
+
+def finetune_losses(results: dict[str, dict]) -> list[dict]:
+    """Per population and seed: PReF's training loss over every answer before and after fine-tuning phi's encoder
+    block (`plus.factorization.finetune.finetune_pref`), read from the fits' histories."""
+    out = []
+    for name, result in results.items():
+        for key, history in sorted(result["fit_history"].items()):
+            seed, group, method = key.split("/", 2)
+            full = [row["finetune_losses/pref_full"] for row in history if "finetune_losses/pref_full" in row]
+            if method == FINETUNED and len(full) == 2:
+                out.append({"population": name, "seed": int(seed.removeprefix("seed")), "before": full[0],
+                            "after": full[1]})  # fmt: skip
+    return out
+
+
+def active_vs_random_table(results: dict[str, dict], rows: list[dict], counts: tuple[int, ...]) -> list[dict]:
+    """Per population and number of answers: the mean log-determinant of the information matrix of the questions
+    asked by active and by random PReF, and the AUC difference, active minus random (points, with its interval)."""
+    from plus.evaluation import format_interval
+
+    out = []
+    for name, result in results.items():
+        info = result["information_rows"]
+        for k in counts:
+            log_det = {
+                method: float(torch.tensor([r["log_det"] for r in info if r["method"] == method
+                                            and r["num_answers"] == k]).mean())
+                for method in ("PReF (active)", "PReF (random)")
+            }  # fmt: skip
+            out.append(
+                {
+                    "population": name,
+                    "answers": k,
+                    "log det, active": round(log_det["PReF (active)"], 1),
+                    "log det, random": round(log_det["PReF (random)"], 1),
+                    "AUC active - random (points)": format_interval(
+                        _row(rows, name, "pref-active-minus-random", f"auc@{k}")
+                    ),
+                }
+            )
+    return out
+
+
+def closing_note(results: dict[str, dict], rows: list[dict], wall_time_s: float, profile: str) -> str:
+    """The notebook's closing note (markdown), per population: AUC at 10 answers, active minus random at 10 and 40
+    answers, the J at which AUC saturates, the fine-tuned phi and the scaling study, with 95% intervals; then the
+    wall time."""
+    from plus.evaluation import format_interval
+
+    lines = []
+    for name, result in results.items():
+        config = result["config"]
+        counts = config["answer_counts"]
+        at = 10 if 10 in counts else max(counts)
+        last = max(counts)
+        active, random_ = _row(rows, name, "pref-active", f"auc@{at}"), _row(rows, name, "pref-random", f"auc@{at}")
+        reported = REPORTED_ATTRIBUTES["auc"]["PReF (active)"].get(at) if name == "attributes" else None
+        gaps = [_row(rows, name, "pref-active-minus-random", f"auc@{k}") for k in sorted({at, last})]
+        lines.append(
+            f"- **{name}**: AUC at {at} answers (active PReF) {format_interval(active)}"
+            + (f" (the paper *reports* about {reported} on its Attributes users)" if reported is not None else "")
+            + f"; random questions {format_interval(random_)}; active minus random "
+            + " and ".join(f"{format_interval(g)} points at {g['metric'].split('@')[1]}" for g in gaps)
+            + f" answers; single BT {format_interval(_row(rows, name, 'btl', f'auc@{at}'))}."
+        )
+        ablation_at = 10 if 10 in config["ablation_counts"] else max(config["ablation_counts"])
+        curve = factor_curve(rows, name, ablation_at, config["pref"]["num_factors"])
+        tuned = [r for r in rows if r["dataset"] == name and r["method"] == ablation_key(FINETUNED)
+                 and r["metric"] == f"auc@{ablation_at}"]  # fmt: skip
+        full = _row(rows, name, "pref-active", f"auc@{ablation_at}")
+        sentence = (
+            f"  AUC at {ablation_at} answers reaches within 0.01 of its best at J = {saturating_factors(curve)} "
+            f"(J = {', '.join(str(j) for j, _ in curve)} tried)"
+        )
+        if tuned:
+            sentence += f"; phi with its top encoder block fine-tuned {format_interval(tuned[0])} vs frozen " + (
+                format_interval(full)
+            )
+        scaling = [r for r in rows if r["dataset"] == name and r["method"].startswith("pref-active-users")]
+        if scaling:
+            fewest, most = (scaling_setting(r["method"]) for r in (scaling[0], scaling[-1]))
+            sentence += (
+                f"; trained on {fewest[0]} users x {fewest[1]} answers {format_interval(scaling[0])}, on "
+                f"{most[0]} x {most[1]} {format_interval(scaling[-1])}"
+            )
+        lines.append(sentence + ".")
+    timing = sum(result["timing"].get("total_s", 0.0) for result in results.values())
+    lines.append(
         f"- **Wall time** of this notebook at the `{profile}` profile: {wall_time_s / 60:.1f} min "
-        f"({result['timing'].get('total_s', float('nan')):.0f} s in the experiment).",
-    ]
+        f"({timing:.0f} s in the experiments)."
+    )
     return "\n".join(lines)

@@ -180,6 +180,23 @@ class SingleBT:
 
 
 @dataclass
+class FixedRewards:
+    """A reward given in advance for every response (e.g. the training users' mean true reward): answers are
+    ignored. A reference line, not a method that learns."""
+
+    name: str
+    rewards: torch.Tensor  # (R,)
+    active: bool = False
+
+    def fit(self, bank: ResponseBank, population: TrainingPopulation, seed: int) -> None:
+        if self.rewards.shape != (bank.features.shape[0],):
+            raise ValueError(f"{self.name}: needs one reward per bank row, got {tuple(self.rewards.shape)}")
+
+    def user_rewards(self, bank: ResponseBank, pairs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.rewards
+
+
+@dataclass
 class PerUserBT:
     """A linear BT model per user, fitted on that user's answers alone (L2-regularised logistic regression on the
     feature differences, 1/C = ``l2``). With no answers every reward is 0."""
@@ -367,7 +384,7 @@ def pair_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]
     return {"auc": auc, "accuracy": correct.mean().item()}
 
 
-def _answer_order(method: NewUserMethod, bank: ResponseBank, user: NewUser, count: int, order: torch.Tensor):
+def answer_order(method: NewUserMethod, bank: ResponseBank, user: NewUser, count: int, order: torch.Tensor):
     """Yield (n, answered indices into the question pool) for n = 0..count, choosing questions as the method does."""
     answered: list[int] = []
     remaining = order.tolist()
@@ -383,6 +400,19 @@ def _answer_order(method: NewUserMethod, bank: ResponseBank, user: NewUser, coun
             answered.append(remaining.pop(pick))
         else:
             answered.append(remaining.pop(0))
+
+
+def question_order(user: NewUser, seed: int, position: int) -> torch.Tensor:
+    """The passive methods' order of ``user``'s question pool (Q,): its first ``num_given`` questions in a random
+    order, then the rest, seeded by ``seed`` and the user's ``position`` in the list of new users."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + position)
+    given = len(user.question_pairs) if user.num_given is None else user.num_given
+    return torch.cat(
+        [
+            torch.randperm(given, generator=generator),
+            given + torch.randperm(len(user.question_pairs) - given, generator=generator),
+        ]
+    )
 
 
 def evaluate_new_users(
@@ -401,16 +431,9 @@ def evaluate_new_users(
     rows: list[dict[str, float | int | str]] = []
     max_count = max(answer_counts)
     for position, user in enumerate(users):
-        generator = torch.Generator().manual_seed(seed * 100_003 + position)
-        given = len(user.question_pairs) if user.num_given is None else user.num_given
-        order = torch.cat(
-            [
-                torch.randperm(given, generator=generator),
-                given + torch.randperm(len(user.question_pairs) - given, generator=generator),
-            ]
-        )
+        order = question_order(user, seed, position)
         for method in methods:
-            for n, answered in _answer_order(method, bank, user, max_count, order):
+            for n, answered in answer_order(method, bank, user, max_count, order):
                 if n not in answer_counts:
                     continue
                 rewards = method.user_rewards(bank, user.question_pairs[answered], user.question_labels[answered])
