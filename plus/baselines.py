@@ -274,7 +274,17 @@ class PlusUntrained(ConditionedRewardMethod):
 @register_method
 class DPL(ConditionedRewardMethod):
     """Distributional preference learning: the pooled features feed a mean head (the reward model's head)
-    and a std head; trained with `plus.losses.dpl_loss`; the reward is the mean. No user information."""
+    and a std head; trained with `plus.losses.dpl_loss`; the reward is the mean. No user information.
+
+    Departures from the authors' code (``MeanAndVarianceRewardTrainer`` of ``WEIRDLabUW/vpl_llm``, whose loss
+    ours matches to rounding otherwise):
+
+    - the std is softplus(std head) + 1e-4, and `plus.losses.dpl_loss` floors the combined scale at 1e-6 (the
+      authors: softplus alone): a floor keeps the loss finite when both stds collapse to 0;
+    - the std head is its own Linear layer on the pooled features, its bias starting at softplus^-1(1) (unit
+      std at the start); the authors read mean and std as the two outputs of one classification head;
+    - no variance penalty (the authors' option; its default, 0, is the same).
+    """
 
     name = "dpl"
     label = "DPL"

@@ -212,6 +212,60 @@ def write_timings(readme: str | Path, book_notebooks: str | Path) -> Path:
     return write_text_atomic(readme, text[:start] + block + text[end:])
 
 
+DEPARTURES: tuple[tuple[str, str], ...] = (
+    ("PLUS: the co-adaptation loop", "plus.coadapt"),
+    ("PReF", "plus.factorization.core"),
+    ("VPL and PAL-B", "plus.user_models"),
+    ("DPL", "plus.baselines.DPL"),
+)
+"""The book's departures page: (method, the module or class whose docstring lists its departures)."""
+
+
+def departures(docstring: str) -> str:
+    """The bullet list that follows the first line starting with "Departures from" in ``docstring`` (dedented),
+    that line included; an error when there is none."""
+    import inspect
+
+    lines = inspect.cleandoc(docstring).splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Departures from")), None)
+    if start is None:
+        raise ValueError("The docstring has no 'Departures from ...' paragraph")
+    kept, seen_bullet = [], False
+    for line in lines[start:]:
+        if not seen_bullet and not line.startswith("- "):
+            kept.append(line)  # the lead sentence, over one or more lines, and the blank line after it
+            continue
+        if line.startswith("- "):
+            seen_bullet = True
+        elif seen_bullet and line and not line.startswith("  "):
+            break  # the first paragraph after the list
+        if seen_bullet:
+            kept.append(line)
+    return "\n".join(kept).rstrip()
+
+
+def departures_markdown() -> str:
+    """The departures page: for each method of `DEPARTURES`, its docstring's list (`departures`)."""
+    import importlib
+
+    parts = [
+        "# Departures from the papers and the authors' code",
+        "",
+        "Where `plus` implements a method differently from its paper or its authors' public code, the module says so"
+        " and why. This page is those lists, read from the docstrings (`python -m plus.book departures`), so it and"
+        " the code say the same thing. Everything not listed matched the authors' code on identical inputs, to"
+        " rounding error.",
+    ]
+    for method, target in DEPARTURES:
+        try:
+            obj = importlib.import_module(target)
+        except ModuleNotFoundError:  # a class: module.Class
+            module_name, _, attribute = target.rpartition(".")
+            obj = getattr(importlib.import_module(module_name), attribute)
+        parts += ["", f"## {method}", "", f"From `{target}`:", "", departures(obj.__doc__ or "")]
+    return "\n".join(parts) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m plus.book", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -226,7 +280,12 @@ def main(argv: list[str] | None = None) -> None:
     timings = sub.add_parser("timings", help="write the executed notebooks' run times into a README's timings block")
     timings.add_argument("readme", type=Path)
     timings.add_argument("--notebooks", default="book/notebooks", type=Path, help="the executed notebooks")
+    pages = sub.add_parser("departures", help="write the book's departures page from the modules' docstrings")
+    pages.add_argument("page", type=Path)
     args = parser.parse_args(argv)
+    if args.command == "departures":
+        write_text_atomic(args.page, departures_markdown())
+        return
     if args.command == "timings":
         write_timings(args.readme, args.notebooks)
         return

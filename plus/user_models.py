@@ -31,12 +31,15 @@ Departures from the authors' code:
   posterior std cannot fall below e^-0.5 = 0.61, and on the toy users (``tests/test_baselines.py``, 30 epochs)
   VPL then collapses to BTL (contested accuracy 0.5); -6 lets the posterior sharpen, 2 keeps a sample's std
   below e (no wild samples early in training).
-- VPL: the mean is not clamped to [-1, 1] and z is not renormalised to norm sqrt(D); the pair encoder outputs
+- VPL: the mean is not clamped to [-1, 1] and z is not renormalised to norm sqrt(D) (the KL term keeps the
+  posterior near the prior instead; not compared with the authors' clamp here); the pair encoder outputs
   ``hidden_dim`` (not ``latent_dim``); attention is `nn.MultiheadAttention` (an output projection the authors
   lack) with a padding mask, so a batch holds contexts of different lengths; a learned "no answers" token is
   always attended to, so a user with no answers gets a posterior (the new-user protocol starts at 0 answers).
 - VPL: the KL weight rises linearly (`plus.baselines.VPL`) or is constant (`VplNewUser`), where the authors use a
-  cyclical cosine annealer.
+  cyclical cosine annealer over 10,000 loss calls with a floor of 0.1: our CPU runs take a tenth of that or
+  fewer steps, so the annealer would not finish its first rise; a linear rise over the first half is its
+  nearest equivalent.
 - PAL-B: one frozen sentence embedding per text instead of the authors' per-token LLM states; a new user's logits
   start at 0 (the uniform mix), not N(0, 1), so its fit is deterministic; projectors have no dropout layers (the
   authors' configs set dropout 0).

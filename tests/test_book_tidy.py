@@ -137,3 +137,21 @@ def test_the_readme_states_the_stored_notebooks_run_times():
     assert block.strip() == timings_markdown(repo / "book" / "notebooks"), (
         "run `python -m plus.book timings README.md`"
     )
+
+
+def test_the_departures_page_is_the_modules_lists_and_each_method_has_one():
+    from plus.book import DEPARTURES, departures, departures_markdown
+
+    repo = Path(__file__).resolve().parents[1]
+    page = (repo / "book" / "departures.md").read_text(encoding="utf-8")
+    assert page == departures_markdown(), (
+        "book/departures.md is stale: run `python -m plus.book departures book/departures.md`"
+    )
+    assert {method for method, _ in DEPARTURES} >= {"PReF", "VPL and PAL-B", "DPL", "PLUS: the co-adaptation loop"}
+    for method, _ in DEPARTURES:
+        section = page.split(f"## {method}\n", 1)[1].split("\n## ", 1)[0]
+        assert section.count("\n- ") >= 2, method  # a list, not a heading alone
+    listed = "Departures from the authors' code (which\nspans two lines):\n\n- one;\n- two,\n  continued."
+    assert departures(f"Intro.\n\n{listed}\n\nAfter.") == listed
+    with pytest.raises(ValueError, match="no 'Departures from"):
+        departures("A docstring without the list.")

@@ -20,7 +20,7 @@ The algorithm as implemented (`train_plus`), for each rollout batch of B records
    ``train_chosen``, ``train_rejected``), minibatches of ``train_batch_size`` (skipped when
    ``train_reward_model`` is False: trained summarizer + static reward model).
 
-Where this departs from the paper (and from the public code, which never ran its PPO loop):
+Departures from the paper and the authors' code (whose PPO entry point never calls the loop):
 
 - The critic reads the summarizer's own tokens: with ``separate_critic`` (the default, as in OpenRLHF) it is a
   second copy of the summarizer with a scalar value head; without, a value head on the policy's last hidden
