@@ -25,7 +25,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from plus.artifacts import MetricsWriter, write_json
 from plus.coadapt.checkpoint import (
     CHECKPOINT_DIR,
-    _trainable_state,
     checkpoint_to_resume,
     cut_log_after,
     load_checkpoint,
@@ -44,6 +43,7 @@ from plus.losses import (
     ppo_value_loss,
 )
 from plus.models import load_causal_lm
+from plus.persistence import trainable_state
 from plus.prefix import frozen_depth, summary_logits
 from plus.reward_model import SummaryRewardModel
 from plus.schedules import cosine_schedule
@@ -777,7 +777,7 @@ def train_plus(
         final = output_dir / "final"
         final.mkdir(exist_ok=True)
         for name, module in prepared_modules.items():
-            save_file(_trainable_state(accelerator.unwrap_model(module)), str(final / f"{name}.safetensors"))
+            save_file(trainable_state(accelerator.unwrap_model(module)), str(final / f"{name}.safetensors"))
         write_json(final / "config.json", asdict(config))
     accelerator.wait_for_everyone()
     return CoadaptResult(
