@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -383,12 +384,14 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | Path) -> dict:
     """Train and evaluate every method on every data set with every seed; write ``output_dir/results.json``.
 
     Per run, the training metrics go to ``output_dir/runs/<data set>/<method>/seed<k>/metrics.jsonl`` and its
-    accuracies to ``result.json`` there (no checkpoints: the table needs only the metrics). A run whose
+    accuracies to ``result.json`` there (no final checkpoint: the table needs only the metrics). A run whose
     ``result.json`` carries the same `run_fingerprint` is read back, not retrained (``num_cached_runs`` counts
-    them), so an interrupted benchmark resumes. plus-untrained summaries come from (and go to) the cache
-    ``output_dir/summaries.jsonl``. The artifact holds the config, per-seed and aggregated accuracies per
-    split, and seconds: per (data set, method) in this call, ``runs_total`` (the compute of every run, cached
-    or not, as measured when it ran) and ``total`` (this call's wall time)."""
+    them), so an interrupted benchmark resumes; a run killed mid-training resumes from its last epoch's
+    checkpoint (`plus.train.train_reward_model`), and its ``seconds`` then count the resumed part only.
+    plus-untrained summaries come from (and go to) the cache ``output_dir/summaries.jsonl``. The artifact holds
+    the config, per-seed and aggregated accuracies per split, and seconds: per (data set, method) in this call,
+    ``runs_total`` (the compute of every run, cached or not, as measured when it ran) and ``total`` (this call's
+    wall time)."""
     from plus.baselines import plus_untrained_summaries
     from plus.data import build_dataset
 
@@ -445,7 +448,10 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | Path) -> dict:
                 if config.frozen_cache and model is not None and model.frozen_cache_refusal() is None:
                     model.use_frozen_cache(cache)
                 train_config = replace(config.embedding_train if embedding else config.train, seed=seed)
-                trained = train_reward_model(method, train_records, train_config, run, save_checkpoint=False)
+                per_epoch = math.ceil(len(train_records) / train_config.batch_size)  # a killed run resumes mid-run
+                trained = train_reward_model(
+                    method, train_records, train_config, run, save_checkpoint=False, checkpoint_every=per_epoch
+                )
                 metrics = evaluate_method(method, records, config.splits, config.eval_batch_size)
                 metrics["train"] = {"final_loss": trained.metrics[-1]["losses/total"], "seconds": trained.seconds}
                 if hasattr(method, "model"):

@@ -106,3 +106,82 @@ def test_a_run_killed_at_any_point_resumes_to_the_uninterrupted_result(uninterru
     for name in ("metrics.jsonl", "rollouts.jsonl"):
         assert logs(output, name) == logs(uninterrupted, name), f"{name} differs after a kill {kill}"
     assert sorted(p.name for p in output.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint"]
+
+
+RM_CHILD = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+
+import torch
+torch.set_num_threads(1)
+import plus.train as train
+from test_train import CONFIG, fresh
+from toy_users import toy_records
+from plus.baselines import TextEmbedder
+from dataclasses import replace
+
+kill, output = os.environ.get("KILL_AT", ""), Path(sys.argv[1])
+die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+saving = {{"step": None, "files": 0}}
+real_save, real_file = train._save_resume, train.save_file
+
+def save_resume(directory, step, *args, **kwargs):
+    if kill == "between-steps" and step == 6:
+        die()  # step 6 is logged, its checkpoint not written (the last one, step 5, is inside epoch 2)
+    saving.update(step=step, files=0)
+    real_save(directory, step, *args, **kwargs)
+    if kill == "after-checkpoint" and step == 6:
+        die()
+
+def save_file(tensors, path):
+    saving["files"] += 1
+    if saving["step"] == 6 and saving["files"] == 2:
+        if kill == "between-files":
+            die()
+        if kill == "mid-file":
+            real_file(tensors, path)
+            data = Path(path).read_bytes()
+            Path(path).write_bytes(data[: len(data) // 2])
+            die()
+    real_file(tensors, path)
+
+train._save_resume, train.save_file = save_resume, save_file
+method = fresh("btl", TextEmbedder("tiny-encoder"))
+train.train_reward_model(method, toy_records(16, 0), replace(CONFIG, num_epochs=2), output, checkpoint_every=1)
+"""
+
+
+def run_reward_model(output: Path, kill: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "KILL_AT": kill, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    script = RM_CHILD.format(tests=str(TESTS))
+    return subprocess.run(
+        [sys.executable, "-c", script, str(output)], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_reward_model(tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("uninterrupted-rm") / "run"
+    done = run_reward_model(output)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return output
+
+
+@pytest.mark.parametrize("kill", ["between-steps", "between-files", "mid-file", "after-checkpoint"])
+def test_reward_model_training_killed_at_any_point_resumes_to_the_uninterrupted_result(
+    uninterrupted_reward_model, tmp_path, kill
+):
+    output = tmp_path / "run"
+    killed = run_reward_model(output, kill)
+    assert killed.returncode == -9, f"the run was not killed at {kill}: {killed.stderr[-2000:]}"
+    assert not (output / "checkpoint").exists() and (output / "resume").exists()
+    resumed = run_reward_model(output)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, got = tensors(uninterrupted_reward_model / "checkpoint"), tensors(output / "checkpoint")
+    assert expected.keys() == got.keys()
+    for key, value in expected.items():
+        assert torch.equal(value, got[key]), f"{key} differs after a kill {kill}"
+    assert logs(output, "metrics.jsonl") == logs(uninterrupted_reward_model, "metrics.jsonl")
+    assert len(logs(output, "metrics.jsonl")) == 8
+    assert not any(p.name.startswith("resume") for p in output.iterdir())  # removed once the run finished
