@@ -290,4 +290,4 @@ def hidden_size(name: str) -> int:
     """The hidden width of a backbone, without loading its weights."""
     if name in TINY_MODELS:
         return 64 if name == "tiny-chat-lm" else 32
-    return AutoConfig.from_pretrained(resolve(name)).hidden_size
+    return _from_pretrained(AutoConfig, name).hidden_size

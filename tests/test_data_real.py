@@ -261,3 +261,12 @@ def test_prism_if_chosen_as_strings_gives_the_same_records_and_junk_names_the_fi
     model["if_chosen"] = "maybe"
     with pytest.raises(RecordError, match=r"row 3.*field 'if_chosen' is 'maybe'"):
         build_prism(_write_jsonl(tmp_path / "junk.jsonl", rows), seed=0, new_user_fraction=0.2)
+
+
+def test_a_csv_of_a_header_only_is_named(tmp_path):
+    from plus.data.ultrafeedback import load_table
+
+    header = tmp_path / "ratings.csv"
+    header.write_text("instruction,completions\n")
+    with pytest.raises(RecordError, match=re.escape(f"{header}: no rows could be read")):
+        load_table(header)

@@ -141,3 +141,12 @@ def test_local_folder_that_fails_to_load_reports_the_real_error(
     message = str(info.value)
     assert f"from the local folder {folder}" in message and error in message
     assert "not a local folder" not in message
+
+
+def test_hidden_size_of_a_model_that_does_not_load_names_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(models.ModelNotAvailableError, match="Cannot load model 'no-such/model-xyz'"):
+        models.hidden_size("no-such/model-xyz")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(models.ModelNotAvailableError, match=f"from the local folder {tmp_path}"):
+        models.hidden_size(str(tmp_path))

@@ -68,7 +68,10 @@ def load_table(source: str | Path, config_name: str | None = None, split: str = 
             raise ValueError(f"{path}: unsupported data file type {path.suffix!r}; use one of {sorted(suffixes)}")
         if _is_blank(path):
             raise RecordError(f"{path}: the file is empty (no rows)")
-        table = datasets.load_dataset(suffixes[path.suffix], data_files=str(path), split=split)
+        try:
+            table = datasets.load_dataset(suffixes[path.suffix], data_files=str(path), split=split)
+        except ValueError as error:  # e.g. a CSV of a header only: "Instruction 'train' corresponds to no data!"
+            raise RecordError(f"{path}: no rows could be read ({error})") from error
     else:
         table = datasets.load_dataset(str(source), config_name, split=split)
     if len(table) == 0:
