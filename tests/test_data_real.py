@@ -270,3 +270,21 @@ def test_a_csv_of_a_header_only_is_named(tmp_path):
     header.write_text("instruction,completions\n")
     with pytest.raises(RecordError, match=re.escape(f"{header}: no rows could be read")):
         load_table(header)
+
+
+def test_a_response_rated_twice_with_other_ratings_names_both_rows(tmp_path):
+    rows = _rows(RATINGS)
+    copy = json.loads(json.dumps(rows[2]))
+    copy["completions"][1]["annotations"]["helpfulness"]["Rating"] = "1" if rows[2]["completions"][1][
+        "annotations"]["helpfulness"]["Rating"] != "1" else "5"  # fmt: skip
+    same = _write_jsonl(tmp_path / "same.jsonl", [*rows, json.loads(json.dumps(rows[2]))])
+    assert build_ultrafeedback("uf-p-2", PAIRS, same) == build_ultrafeedback("uf-p-2", PAIRS, RATINGS)
+    conflicting = _write_jsonl(tmp_path / "conflicting.jsonl", [*rows, copy])
+    with pytest.raises(RecordError, match=rf"row {len(rows)} completion 1: .* already rated at row 2 completion 1"):
+        build_ultrafeedback("uf-p-2", PAIRS, conflicting)
+
+
+def test_prism_with_no_user_of_enough_conversations_is_an_error_not_an_empty_data_set():
+    assert build_prism(PRISM)  # the fixture's users have enough conversations for the default context
+    with pytest.raises(RecordError, match=re.escape(f"{PRISM}: no user has the 52 rated conversations")):
+        build_prism(PRISM, num_context_conversations=50)

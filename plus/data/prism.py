@@ -142,6 +142,12 @@ def build_prism(
     rng = random.Random(f"prism-{seed}")
     users = sorted(u for u, convs in by_user.items() if len(convs) >= num_context_conversations + 2)
     logger.info("PRISM: %d users with enough conversations of %d", len(users), len(by_user))
+    if not users:
+        raise RecordError(
+            f"{source}: no user has the {num_context_conversations + 2} rated conversations a record needs "
+            f"({num_context_conversations} for the context, one to train and one to test; {len(by_user)} users "
+            "have fewer); lower num_context_conversations or give more conversations"
+        )
     rng.shuffle(users)
     num_new = round(new_user_fraction * len(users))
     new_users = set(users[:num_new])

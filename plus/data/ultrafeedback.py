@@ -137,7 +137,7 @@ def build_ultrafeedback(
     if unknown or len(dimensions) < 2:
         raise ValueError(f"Need at least two dimensions from {UF_DIMENSIONS}, got {dimensions}")
     low, high = context_sizes
-    ratings: dict[tuple[str, str], dict] = {}
+    ratings: dict[tuple[str, str], tuple[dict, str]] = {}  # (instruction, response) -> (ratings, where)
     for i, row in enumerate(load_table(ratings_source)):
         where = f"{ratings_source} row {i}"
         if "instruction" not in row or "completions" not in row:
@@ -149,9 +149,14 @@ def build_ultrafeedback(
             if not isinstance(completion, dict):
                 raise RecordError(f"{where} completion {j}: expected a dict with 'response' and 'annotations'")
             response = _text(completion.get("response"), f"{where} completion {j}", "response").strip()
-            ratings[(instruction, response)] = {
-                d: _rating(completion, d, f"{where} completion {j}") for d in dimensions
-            }
+            rated = {d: _rating(completion, d, f"{where} completion {j}") for d in dimensions}
+            earlier = ratings.get((instruction, response))
+            if earlier is not None and earlier[0] != rated:  # the same response rated twice, differently
+                raise RecordError(
+                    f"{where} completion {j}: its response to this instruction was already rated at {earlier[1]}, "
+                    f"with other ratings ({earlier[0]} vs {rated}); keep one of the two rows"
+                )
+            ratings[(instruction, response)] = (rated, f"row {i} completion {j}")
     coin = random.Random(seed)
     pairs, unmatched, missing, agreed, duplicates = [], 0, 0, 0, 0
     seen: set[tuple[str, str, str]] = set()
@@ -174,6 +179,7 @@ def build_ultrafeedback(
         if ra is None or rb is None:
             unmatched += 1
             continue
+        ra, rb = ra[0], rb[0]
         if any(ra[d] is None or rb[d] is None for d in dimensions):
             missing += 1
             continue
