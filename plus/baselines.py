@@ -578,18 +578,29 @@ def _build_method(
 
 def save_method(method: RewardMethod, directory: str | Path) -> Path:
     """A checkpoint: ``config.json`` (config + extra state) and ``model.safetensors``. plus-untrained also
-    writes its summaries as ``summaries.jsonl``."""
-    directory = save_module(method, method.config, directory, extra={"extra_state": method.extra_state()})
+    writes its summaries as ``summaries.jsonl``. Atomic, with a manifest (`plus.persistence`): the files go to
+    ``<directory>.incoming``, which then replaces ``directory``; an earlier checkpoint there stays until then."""
+    from plus.persistence import incoming_dir, swap_in, write_manifest
+
+    directory = Path(directory)
+    incoming = save_module(method, method.config, incoming_dir(directory), extra={"extra_state": method.extra_state()})
     if isinstance(method, PlusUntrained):
-        with (directory / "summaries.jsonl").open("w") as handle:
+        with (incoming / "summaries.jsonl").open("w") as handle:
             for context, summary in sorted(method.summaries.items()):
                 handle.write(json.dumps({"context": context, "summary": summary}) + "\n")
+    write_manifest(incoming)
+    swap_in(incoming, directory)
     return directory
 
 
 def load_method(directory: str | Path, embedder: TextEmbedder | None = None) -> RewardMethod:
-    """The method `save_method` wrote, with identical weights (and hence identical scores)."""
+    """The method `save_method` wrote, with identical weights (and hence identical scores). A checkpoint whose
+    files do not match its manifest (truncated, changed) is refused, naming the file."""
+    from plus.persistence import MANIFEST, manifest_problem
+
     directory = Path(directory)
+    if (directory / MANIFEST).exists() and (problem := manifest_problem(directory)) is not None:
+        raise ValueError(f"Cannot load the checkpoint in {directory}: {problem}")
     payload = read_config(directory)
     config = BaselineConfig.from_dict(payload["config"])
     summaries = None

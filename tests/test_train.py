@@ -44,7 +44,7 @@ def test_training_changes_parameters_and_writes_metrics(embedder, tmp_path):
     assert {"step", "losses/total", "losses/bt", "train/accuracy", "train/grad_norm", "train/lr"} <= set(rows[0])
     assert rows[0]["train/lr"] < rows[1]["train/lr"]  # warmup
     files = sorted(p.name for p in (tmp_path / "checkpoint").iterdir())
-    assert files == ["config.json", "model.safetensors"]  # safetensors + JSON, no pickles
+    assert files == ["config.json", "manifest.json", "model.safetensors"]  # safetensors + JSON, no pickles
     assert json.loads((tmp_path / "checkpoint" / "config.json").read_text())["config"]["method"] == "btl"
 
 
@@ -123,3 +123,12 @@ def test_a_nan_loss_stops_training_naming_the_step_before_anything_of_it_is_writ
     assert [row["step"] for row in read_metrics(tmp_path / "metrics.jsonl")] == [0]
     assert not (tmp_path / "checkpoint").exists()
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_damaged_final_checkpoint_is_refused_naming_the_file(embedder, tmp_path):
+    result = train_reward_model(fresh("btl", embedder), toy_records(8, 0), CONFIG, output_dir=tmp_path)
+    weights = result.checkpoint / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=f"Cannot load the checkpoint in {result.checkpoint}: {weights} has"):
+        load_method(result.checkpoint, embedder=embedder)
