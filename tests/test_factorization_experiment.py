@@ -97,7 +97,14 @@ def test_mean_training_user_reward_is_the_mean_of_the_training_users_true_reward
 
 def test_both_populations_run_with_the_reference_the_diagnostics_and_the_scaling_study(tmp_path):
     from plus.artifacts import write_table
-    from plus.factorization.experiment import FINETUNED, MEAN_USER, pref_table_rows, run_attributes_experiment
+    from plus.factorization.experiment import (
+        FINETUNED,
+        MEAN_USER,
+        TRUE_PHI,
+        active_vs_random_table,
+        pref_table_rows,
+        run_attributes_experiment,
+    )  # fmt: skip
     from plus.factorization.finetune import FinetuneConfig
 
     cache = {}
@@ -109,17 +116,35 @@ def test_both_populations_run_with_the_reference_the_diagnostics_and_the_scaling
         result = run_attributes_experiment(config, cache=cache)
         assert result["dataset"] == dataset
         assert {r["method"] for r in result["reference_rows"]} == {MEAN_USER}
-        assert FINETUNED in {r["method"] for r in result["ablation_rows"]}
+        assert {FINETUNED, TRUE_PHI} <= {r["method"] for r in result["ablation_rows"]}
         grid = {(r["num_train_users"], r["answers_per_user"]) for r in result["scaling_rows"]}
         assert grid == {(2, 2), (2, 6), (4, 2), (4, 6)}
         information = [r for r in result["information_rows"] if r["num_answers"] >= 0]
         assert {r["method"] for r in information} == {"PReF (active)", "PReF (random)"}
         assert all(math.isfinite(r["log_det"]) for r in information)
+        assert all(r["asked_margin"] > 0 for r in information if r["num_answers"] > 0)
         rows = pref_table_rows(result)
         write_table(tmp_path / f"{dataset}.json", rows)  # every row valid
         methods = {r["method"] for r in rows}
         assert {"pref-active", "pref-active-minus-random", "pref-active-top-block-fine-tuned", "mean-user-truth",
                 "pref-active-users4-answers6"} <= methods  # fmt: skip
         assert {r["dataset"] for r in rows} == {dataset}
+        table = active_vs_random_table({dataset: result}, rows, (2, 5))
+        assert len(table) == 2 and all(math.isfinite(row["asked margin, active"]) for row in table)
         assert all(r["reported"] is None for r in rows) or dataset == "attributes"
     assert len(cache) > 0  # the second population reused the first one's embeddings
+
+
+def test_the_true_base_rewards_have_the_rank_of_the_population(problem_and_records):
+    from plus.factorization.experiment import build_attributes_problem
+
+    problem, _ = problem_and_records
+    assert problem.true_features.shape == (problem.bank.features.shape[0], 7)  # two-pole users span all seven
+    config = pref_experiment_config(get_profile("smoke"), num_seeds=1, dataset="archetypes")
+    archetypes = build_attributes_problem(config, seed=0)
+    assert archetypes.true_features.shape[1] == 3  # three archetypes
+    columns = torch.cat([archetypes.true_features.double(), torch.ones(len(archetypes.true_features), 1)], 1)
+    for user in archetypes.new_users:  # every user's true reward is a mix of those three (standardised) columns
+        solution = torch.linalg.lstsq(columns, user.rewards.double()[:, None])
+        residual = columns @ solution.solution - user.rewards.double()[:, None]
+        assert residual.abs().max() < 1e-6 * (1 + user.rewards.abs().max())

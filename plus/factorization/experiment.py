@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 
 import torch
 
@@ -46,6 +47,7 @@ from plus.factorization.protocol import (
     ResponseBank,
     SingleBT,
     TrainingPopulation,
+    TruePhiPref,
     VplNewUser,
     answer_order,
     evaluate_new_users,
@@ -211,6 +213,7 @@ class AttributesProblem:
     texts: list[str]  # response texts, rows of bank.features
     inputs: list[str]  # phi's input texts (prompt and response), rows of bank.features
     mean_train_reward: torch.Tensor  # (R,) the training users' mean ground-truth reward of each response
+    true_features: torch.Tensor  # (R, K) attribute scores projected on the span of all users' profiles (rank K)
 
 
 def _embed_cached(texts: list[str], config: PrefExperimentConfig, cache: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -257,6 +260,15 @@ def build_attributes_problem(
     train = [r for r in records if r["split"] == "train"]
     pair_ids, user_ids, matrix = label_matrix(train)
     train_profiles = {r["user_id"]: r["ground_truth"]["profile"] for r in train}
+    # The true base rewards: scores (R, 7) on an orthonormal basis of the span of every user's profile.
+    from plus.data import ATTRIBUTES
+
+    all_profiles = {r["user_id"]: r["ground_truth"]["profile"] for r in records}
+    weights = torch.tensor([[p[a] for a in ATTRIBUTES] for p in all_profiles.values()], dtype=torch.float64)
+    _, singular, basis = torch.linalg.svd(weights, full_matrices=False)
+    rank = int((singular > 1e-6 * singular[0]).sum())
+    scores = torch.tensor([[r.scores[a] for a in ATTRIBUTES] for r in responses], dtype=torch.float64)
+    true_features = _standardise((scores @ basis[:rank].T).float())
     mean_train_reward = torch.tensor(
         [sum(ground_truth_reward(p, r.scores) for p in train_profiles.values()) for r in responses]
     ) / len(train_profiles)
@@ -308,9 +320,12 @@ def build_attributes_problem(
                 candidate_rewards=reward[candidates],
                 default=torch.zeros(len(candidates), dtype=torch.long),
                 num_given=len(answers),
+                rewards=reward,
             )
         )
-    return AttributesProblem(response_bank, population, new_users, user_ids, texts, inputs, mean_train_reward)
+    return AttributesProblem(
+        response_bank, population, new_users, user_ids, texts, inputs, mean_train_reward, true_features
+    )
 
 
 def default_methods(config: PrefExperimentConfig) -> list[NewUserMethod]:
@@ -329,11 +344,19 @@ FINETUNED = "top block fine-tuned"
 """The ablation row whose phi has its encoder's top blocks fine-tuned (`plus.factorization.finetune`)."""
 
 
+TRUE_PHI = "true phi"
+"""The ablation row of PReF on the true base rewards (`TruePhiPref`), at their rank."""
+
+
 def ablation_methods(
-    config: PrefExperimentConfig, encoder: EncoderStates | None = None, inputs: list[str] | None = None
+    config: PrefExperimentConfig,
+    encoder: EncoderStates | None = None,
+    inputs: list[str] | None = None,
+    true_features: torch.Tensor | None = None,
 ) -> list[PrefNewUser]:
-    """Active PReF without the SVD warm start, without the L2 term, with J in ``ablation_factors``, and (given the
-    ``encoder`` states of phi's ``inputs`` and ``config.finetune``) with the encoder's top blocks fine-tuned."""
+    """Active PReF without the SVD warm start, without the L2 term, with J in ``ablation_factors``, (given the
+    ``encoder`` states of phi's ``inputs`` and ``config.finetune``) with the encoder's top blocks fine-tuned, and
+    (given ``true_features``, R x K) on the true base rewards with J = K."""
     methods = [
         PrefNewUser(config.pref, name="full"),
         PrefNewUser(replace(config.pref, use_svd=False), name="no SVD"),
@@ -348,6 +371,9 @@ def ablation_methods(
         methods.append(
             FinetunedPref(config.pref, name=FINETUNED, encoder=encoder, texts=inputs, finetune=config.finetune)
         )
+    if true_features is not None:
+        pref = replace(config.pref, num_factors=true_features.shape[1])
+        methods.append(TruePhiPref(pref, name=TRUE_PHI, features=true_features))
     return methods
 
 
@@ -370,8 +396,10 @@ def question_information(
 ) -> list[dict]:
     """For fitted PReF ``methods`` (active and random), each new user and n in ``counts``: the log-determinant of
     the information matrix of the n questions asked (at the lambda fitted from them, `information_matrix`), the
-    quantity the active criterion greedily raises. One more row per user and method, ``num_answers`` = -1: the
-    AUC of the lambda fitted from the user's whole question pool (what any choice of questions converges to)."""
+    quantity the active criterion greedily raises, and ``asked_margin``: the median true reward margin of the
+    asked pairs over the median of the user's whole pool (below 1: nearer to ties than a random question). One
+    more row per user, ``num_answers`` = -1: the AUC of the lambda fitted from the user's whole question pool
+    (what any choice of questions converges to)."""
     rows = []
     for position, user in enumerate(problem.new_users):
         order = question_order(user, seed, position)
@@ -383,10 +411,12 @@ def question_information(
                 lam = method.user_weights(pairs, labels)
                 diffs = method.phi[pairs[:, 0]] - method.phi[pairs[:, 1]]
                 sigma = information_matrix(diffs.double(), lam.double(), method.config.prior_precision)
-                rows.append(
-                    {"seed": seed, "method": method.name, "user_id": user.user_id, "num_answers": n,
-                     "log_det": float(torch.linalg.slogdet(sigma)[1])}
-                )  # fmt: skip
+                row = {"seed": seed, "method": method.name, "user_id": user.user_id, "num_answers": n,
+                       "log_det": float(torch.linalg.slogdet(sigma)[1])}  # fmt: skip
+                if user.rewards is not None and n > 0:  # how close to a tie the asked pairs are, for this user
+                    margin = (user.rewards[user.question_pairs[:, 0]] - user.rewards[user.question_pairs[:, 1]]).abs()
+                    row["asked_margin"] = float(margin[answered].median() / margin.median())
+                rows.append(row)
         pool = methods[0].user_rewards(problem.bank, user.question_pairs, user.question_labels)
         metrics = pair_metrics(pool[user.test_pairs[:, 0]] - pool[user.test_pairs[:, 1]], user.test_labels)
         rows.append({"seed": seed, "method": "whole pool", "user_id": user.user_id, "num_answers": -1, **metrics})
@@ -444,7 +474,7 @@ def run_attributes_experiment(
         timing[f"seed{seed}/features_s"] = time.perf_counter() - start
         methods = default_methods(config)
         with torch_threads(config.num_threads):
-            ablations = ablation_methods(config, encoder, problem.inputs)
+            ablations = ablation_methods(config, encoder, problem.inputs, problem.true_features)
             for group, group_methods, out, counts in (
                 ("methods", methods, rows, config.answer_counts),
                 ("ablations", ablations, ablation_rows, config.ablation_counts),
@@ -664,26 +694,31 @@ def finetune_losses(results: dict[str, dict]) -> list[dict]:
     return out
 
 
+def _mean_at(rows: list[dict], num_answers: int, key: str, method: str) -> float:
+    """The mean of ``key`` over ``method``'s rows at ``num_answers`` answers (NaN when there are none)."""
+    values = [r[key] for r in rows if r["method"] == method and r["num_answers"] == num_answers and key in r]
+    return float(torch.tensor(values).mean()) if values else float("nan")
+
+
 def active_vs_random_table(results: dict[str, dict], rows: list[dict], counts: tuple[int, ...]) -> list[dict]:
     """Per population and number of answers: the mean log-determinant of the information matrix of the questions
-    asked by active and by random PReF, and the AUC difference, active minus random (points, with its interval)."""
+    asked by active and by random PReF, their mean asked margin (`question_information`), and the AUC difference,
+    active minus random (points, with its interval)."""
     from plus.evaluation import format_interval
 
     out = []
     for name, result in results.items():
         info = result["information_rows"]
         for k in counts:
-            log_det = {
-                method: float(torch.tensor([r["log_det"] for r in info if r["method"] == method
-                                            and r["num_answers"] == k]).mean())
-                for method in ("PReF (active)", "PReF (random)")
-            }  # fmt: skip
+            mean = partial(_mean_at, info, k)
             out.append(
                 {
                     "population": name,
                     "answers": k,
-                    "log det, active": round(log_det["PReF (active)"], 1),
-                    "log det, random": round(log_det["PReF (random)"], 1),
+                    "log det, active": round(mean("log_det", "PReF (active)"), 1),
+                    "log det, random": round(mean("log_det", "PReF (random)"), 1),
+                    "asked margin, active": round(mean("asked_margin", "PReF (active)"), 2),
+                    "asked margin, random": round(mean("asked_margin", "PReF (random)"), 2),
                     "AUC active - random (points)": format_interval(
                         _row(rows, name, "pref-active-minus-random", f"auc@{k}")
                     ),
@@ -723,6 +758,10 @@ def closing_note(results: dict[str, dict], rows: list[dict], wall_time_s: float,
             f"  AUC at {ablation_at} answers reaches within 0.01 of its best at J = {saturating_factors(curve)} "
             f"(J = {', '.join(str(j) for j, _ in curve)} tried)"
         )
+        true = [r for r in rows if r["dataset"] == name and r["method"] == ablation_key(TRUE_PHI)
+                and r["metric"] == f"auc@{ablation_at}"]  # fmt: skip
+        if true:
+            sentence += f"; with the true base rewards as phi {format_interval(true[0])}"
         if tuned:
             sentence += f"; phi with its top encoder block fine-tuned {format_interval(tuned[0])} vs frozen " + (
                 format_interval(full)

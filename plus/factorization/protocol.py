@@ -88,6 +88,7 @@ class NewUser:
     candidate_rewards: torch.Tensor | None = None  # (B, N) the user's ground-truth reward of each candidate
     default: torch.Tensor | None = None  # (B,) the default (unpersonalised) candidate of each prompt
     num_given: int | None = None  # passive methods get the first num_given questions before the others (None: all)
+    rewards: torch.Tensor | None = None  # (R,) the user's ground-truth reward of every response (diagnostics only)
 
     def __post_init__(self) -> None:
         if len(self.question_pairs) != len(self.question_labels) or len(self.test_pairs) != len(self.test_labels):
@@ -251,6 +252,21 @@ class PrefNewUser:
         candidate_diffs = self.phi[candidates[:, 0]] - self.phi[candidates[:, 1]]  # (C, J)
         answered_diffs = self.phi[pairs[:, 0]] - self.phi[pairs[:, 1]]  # (n, J)
         return select_question(candidate_diffs, answered_diffs, lam, self.config.prior_precision)
+
+
+@dataclass
+class TruePhiPref(PrefNewUser):
+    """PReF fitted on the true base rewards instead of learned ones: ``features`` (R, K) are the responses' attribute
+    scores projected on the span of the population's profiles (rank K), so phi only has to re-mix them. A control:
+    what the protocol reaches when phi is right."""
+
+    features: torch.Tensor | None = None
+
+    def fit(self, bank: ResponseBank, population: TrainingPopulation, seed: int) -> None:
+        if self.features is None or len(self.features) != bank.features.shape[0]:
+            raise ValueError(f"{self.name}: needs true features with one row per bank response")
+        self.model, self.history = fit_pref(self.features, population.pairs, population.labels, self.config, seed)
+        self.phi = self.model.phi(self.features)
 
 
 @dataclass
