@@ -3,7 +3,9 @@
 - `plus.factorization.core`: the algorithms on tensors (SVD warm start, regularised BT fit, a new user's lambda,
   active questions, best-of-N).
 - `plus.factorization.protocol`: the new-user protocol and the methods it compares.
-- `plus.factorization.experiment`: the Attributes experiment (data -> frozen features -> protocol -> artifacts).
+- `plus.factorization.experiment`: the experiment on the Attributes and Archetypes populations (data -> frozen
+  features -> protocol, ablations, diagnostics, scaling -> artifacts).
+- `plus.factorization.finetune`: phi with its encoder's top block fine-tuned (an ablation).
 """
 
 from plus.factorization.core import (

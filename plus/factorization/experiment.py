@@ -1,5 +1,6 @@
-"""The Attributes experiment of PReF: data layer records -> frozen response features -> the new-user protocol for
-every method, the ablations and the best-of-N win rate -> JSON artifacts for the notebook.
+"""The PReF experiment on a shared-pool population (Attributes or Archetypes, `plus.data.PREF_POPULATIONS`): data
+layer records -> frozen response features -> the new-user protocol for every method, the ablations, the
+question diagnostics, the scaling study and the best-of-N win rate -> JSON artifacts for the notebook.
 
 Adapter (what this module adds on top of `plus.data`):
 

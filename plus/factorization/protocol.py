@@ -5,8 +5,10 @@ Methods are objects with one small interface (`NewUserMethod`): ``fit`` on the t
 (a reward for every response in the bank, given a new user's answers) and, for active methods, ``next_question``.
 Here: a single BT model, a BT model per user, PReF with active and with random questions, and new-user forms of
 PAL-B (only the mixture weights over K prototypes are learned) and VPL (an encoder over the answered pairs gives a
-latent z; reward = MLP([features; z])), all on the same frozen response features. The PAL-B and VPL networks are
-those of the text baselines (`plus.user_models`); only the training and new-user fitting are specific to here.
+latent z; reward = MLP([features; z])), all on the same frozen response features. Two references that learn no
+user: `FixedRewards` (a reward given in advance) and `TruePhiPref` (PReF on the true base rewards). The PAL-B and
+VPL networks are those of the text baselines (`plus.user_models`); only the training and new-user fitting are
+specific to here.
 """
 
 from __future__ import annotations
