@@ -158,6 +158,25 @@ def accuracy_from_credits(correct: Sequence[float], records: Sequence[dict]) -> 
     }
 
 
+MAJORITY = "majority"
+"""Method key of the user-blind ceiling's rows in ``table.json`` (`majority_accuracy`): a reference, not a run."""
+REFERENCE_LABELS: dict[str, str] = {MAJORITY: "User-blind ceiling"}
+"""Labels of the reference rows that `run_benchmark` adds beside the methods."""
+
+
+def majority_accuracy(records: Sequence[dict], splits: Sequence[str] = EVAL_SPLITS) -> dict[str, dict]:
+    """The user-blind ceiling per split: `pairwise_accuracy`'s metrics for the credits of the training users'
+    majority vote (each record's ``majority_credit``, `plus.data.schema.majority_credit`). No user-blind model
+    can beat it on average: it is 50% on pairs the population splits evenly (Pets' contested pairs) and higher
+    where most users agree (UF-P-4's). Splits whose records lack ``majority_credit`` (real users) are left out."""
+    out = {}
+    for split in splits:
+        subset = [record for record in records if record["split"] == split]
+        if subset and all(record.get("majority_credit") is not None for record in subset):
+            out[split] = accuracy_from_credits([record["majority_credit"] for record in subset], subset)
+    return out
+
+
 def evaluate_method(
     method: RewardMethod, records: Sequence[dict], splits: Sequence[str] = EVAL_SPLITS, batch_size: int = 64
 ) -> dict[str, dict[str, float]]:
@@ -201,7 +220,7 @@ def paper_label(method: str) -> str | None:
     try:
         return method_label(method)
     except KeyError:
-        return None
+        return REFERENCE_LABELS.get(method)
 
 
 def table_rows(results: dict) -> list[dict]:
@@ -209,8 +228,10 @@ def table_rows(results: dict) -> list[dict]:
     split, subset and method, metric ``accuracy``, with its bootstrap interval. ``reported`` is the paper's
     number (`REPORTED_PLUS_TABLE`) on the ``contested`` subset of the paper's columns (`PAPER_COLUMNS`): the
     paper's Pets test pairs are the contested dog-vs-cat ones (its BTL scores 44%, impossible if half the pairs
-    were agreed ones a user-blind model gets right), and every UF-P pair is contested by construction."""
+    were agreed ones a user-blind model gets right), and every UF-P pair is contested by construction. The
+    user-blind ceiling's rows (method `MAJORITY`) depend on the data alone: their ``seeds`` is the data seed."""
     columns = {value: key for key, value in PAPER_COLUMNS.items()}
+    seeds = list(results["config"]["seeds"])
     rows = []
     for dataset, methods in results["aggregate"].items():
         for method, splits in methods.items():
@@ -232,7 +253,7 @@ def table_rows(results: dict) -> list[dict]:
                             "ci_low": cell["ci_low"],
                             "ci_high": cell["ci_high"],
                             "n": cell["n"],
-                            "seeds": list(results["config"]["seeds"]),
+                            "seeds": seeds if method not in REFERENCE_LABELS else [results["config"]["data_seed"]],
                             "reported": reported / 100 if reported is not None else None,
                         }
                     )
@@ -468,6 +489,9 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | Path) -> dict:
             )
             results["seconds"][f"{dataset}/{method_name}"] = time.perf_counter() - start
             results["seconds"]["runs_total"] += sum(m["train"]["run_seconds"] for m in per_seed)
+        ceiling = majority_accuracy(records, config.splits)
+        if ceiling:
+            results["aggregate"][dataset][MAJORITY] = aggregate_over_seeds([ceiling])
     bar.close()
     results["seconds"]["total"] = time.perf_counter() - began
     write_json(output_dir / "results.json", results)
@@ -494,7 +518,8 @@ def find_row(
 CEILING = 0.95
 """Accuracy that counts as "at the ceiling" (the Oracle sanity bar; the overview's ``ceiling`` claims)."""
 CHANCE_BAND = 0.05
-"""How far from 50% a mean may lie and still count as chance (BTL on contested pairs)."""
+"""How far from 50% a mean may lie and still count as chance (BTL on contested pairs; in `sanity_bars`, how far
+from the user-blind ceiling, which is 50% where the users split evenly)."""
 FAR_ABOVE = 0.20
 """How far (accuracy) a method that reads the true user signal must clear BTL on contested pairs, lower bound
 of its interval against the upper bound of BTL's, for the sanity bar "far above BTL"."""
@@ -507,7 +532,9 @@ def sanity_bars(rows: Sequence[dict], columns: dict[str, tuple[str, str]] = PAPE
 
     - Oracle >= 95% on Pets ``test`` (all pairs): the reward model can read a user description at all;
     - Oracle clearly above BTL (all pairs; intervals disjoint) on every data set's ``test`` split (seen users);
-    - BTL within 50 +- 5% on contested pairs (its interval's mean): a user-blind model cannot rank them;
+    - BTL within 5 points of the user-blind ceiling on contested pairs (its mean against the ``majority`` row of
+      `majority_accuracy`; 50% where the rows lack it): a user-blind model can do no better than follow the
+      training users' majority, which is chance where they split evenly;
     - Oracle and ICL (they read the true signal on Pets) at least `FAR_ABOVE` above BTL on Pets contested
       pairs: the lower bound of their interval against the upper bound of BTL's."""
     import pandas as pd
@@ -538,10 +565,13 @@ def sanity_bars(rows: Sequence[dict], columns: dict[str, tuple[str, str]] = PAPE
         out.append(bar("Oracle clearly above BTL", column, oracle if btl else None, threshold, holds))
     for column, (dataset, split) in columns.items():
         btl = find_row(rows, dataset, split, "contested", "btl")
-        near = btl and abs(btl["mean"] - 0.5) <= CHANCE_BAND
-        out.append(
-            bar("BTL at chance on contested", column, btl, f"{0.5 - CHANCE_BAND:.2f}-{0.5 + CHANCE_BAND:.2f}", near)
+        ceiling = find_row(rows, dataset, split, "contested", MAJORITY)
+        level = 0.5 if ceiling is None else ceiling["mean"]
+        near = btl and abs(btl["mean"] - level) <= CHANCE_BAND
+        threshold = f"{level - CHANCE_BAND:.2f}-{level + CHANCE_BAND:.2f}" + (
+            "" if ceiling is None else f" (user-blind ceiling {level:.3f})"
         )
+        out.append(bar("BTL at the user-blind ceiling on contested", column, btl, threshold, near))
     if pets:
         btl = find_row(rows, *pets, "contested", "btl")
         for method in ("oracle", "icl"):

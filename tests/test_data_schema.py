@@ -75,3 +75,12 @@ def test_to_dataset_keeps_every_record_and_field(records):
         assert {k: v for k, v in row.items() if k != "ground_truth"} == {
             k: v for k, v in record.items() if k != "ground_truth"
         }
+
+
+def test_majority_credit_counts_the_votes_of_users_with_a_preference():
+    from plus.data.schema import majority_credit
+
+    assert majority_credit([(2, 1), (2, 1), (0, 1)]) == 1.0
+    assert majority_credit([(2, 1), (0, 1)]) == 0.5
+    assert majority_credit([(1, 1), (0, 3)]) == 0.0  # the indifferent user does not vote
+    assert majority_credit([]) == 0.5

@@ -11,6 +11,7 @@ from toy_users import mirrored_test_records
 from plus.artifacts import read_json, write_table
 from plus.baselines import BaselineConfig, RewardMethod
 from plus.evaluation import (
+    MAJORITY,
     PAPER_COLUMNS,
     REPORTED_PLUS_TABLE,
     aggregate_over_seeds,
@@ -18,6 +19,7 @@ from plus.evaluation import (
     bootstrap_interval,
     evaluate_method,
     interval_table,
+    majority_accuracy,
     pairwise_accuracy,
     run_benchmark,
     run_fingerprint,
@@ -98,7 +100,7 @@ def test_run_benchmark_writes_one_json_artifact_at_smoke(tmp_path):
     assert (tmp_path / "runs" / "pets-ood" / "pal" / "seed0" / "metrics.jsonl").exists()
     rows = read_json(tmp_path / "table.json")
     table = interval_table(rows, "all")
-    assert list(table.index) == ["BTL", "PAL", "PLUS-untrained"]
+    assert list(table.index) == ["BTL", "PAL", "PLUS-untrained", "User-blind ceiling"]
     ours = table.loc["BTL", ("Pets", "ours")]
     assert ours.startswith(f"{100 * results['aggregate']['pets-ood']['btl']['test']['accuracy']['mean']:.1f} [")
     assert interval_table(rows, "contested").loc["BTL", ("Pets", "reported")] == "44.1"
@@ -141,6 +143,28 @@ def test_table_rows_follow_the_results_format_and_bad_rows_are_refused(tmp_path)
         write_table(tmp_path / "bad.json", [{"dataset": "pets"}])
 
 
+def test_the_user_blind_ceiling_is_chance_where_users_split_evenly_and_higher_where_most_agree():
+    from plus.data import build_dataset
+
+    pets = build_dataset("pets-ood", 0, num_train=8, num_test=60)
+    ceiling = majority_accuracy(pets, ("test", "test_ood"))
+    assert ceiling["test"]["contested_accuracy"] == 0.5 and ceiling["test"]["agreed_accuracy"] == 1.0
+    uf4 = build_dataset("uf-p-4-synthetic", 0, num_train=8, num_test=200)
+    assert majority_accuracy(uf4, ("test",))["test"]["contested_accuracy"] > 0.55  # 3 of 4 users often agree
+    uf2 = build_dataset("uf-p-2-synthetic", 0, num_train=8, num_test=60)
+    assert majority_accuracy(uf2, ("test",))["test"]["contested_accuracy"] == 0.5  # two users: 1 vs 1
+    real = [{k: v for k, v in r.items() if k != "majority_credit"} for r in pets]
+    assert majority_accuracy(real, ("test",)) == {}  # no ground truth, no ceiling
+    rows = table_rows(
+        {
+            "config": {"seeds": [0, 1, 2], "data_seed": 0},
+            "aggregate": {"pets-ood": {MAJORITY: aggregate_over_seeds([ceiling])}},
+        }
+    )
+    assert {row["method"] for row in rows} == {MAJORITY} and all(row["seeds"] == [0] for row in rows)
+    assert interval_table(rows, "contested").index.tolist() == ["User-blind ceiling"]
+
+
 def test_sanity_bars_hold_fail_or_cannot_be_checked_from_table_rows():
     pets = ("pets-ood", "test")
     rows = [
@@ -152,14 +176,17 @@ def test_sanity_bars_hold_fail_or_cannot_be_checked_from_table_rows():
         table_row("uf-p-4-synthetic", "test", "all", "oracle", 0.60),
         table_row("uf-p-4-synthetic", "test", "all", "btl", 0.59),  # overlapping intervals
         table_row("uf-p-4-synthetic", "test", "contested", "btl", 0.40),
+        table_row("pets-ood", "test_ood", "contested", "btl", 0.62),
+        table_row("pets-ood", "test_ood", "contested", MAJORITY, 0.65),  # most training users agree there
     ]
     bars = sanity_bars(rows).set_index(["bar", "column"])["holds"]
     assert bars[("Oracle >= 95%", "Pets")] is True
     assert bars[("Oracle clearly above BTL", "Pets")] is True
     assert bars[("Oracle clearly above BTL", "UF-P-4")] is False
     assert bars[("Oracle clearly above BTL", "UF-P-2")] is None  # not run
-    assert bars[("BTL at chance on contested", "Pets")] is True
-    assert bars[("BTL at chance on contested", "UF-P-4")] is False
+    assert bars[("BTL at the user-blind ceiling on contested", "Pets")] is True  # no ceiling row: chance
+    assert bars[("BTL at the user-blind ceiling on contested", "UF-P-4")] is False
+    assert bars[("BTL at the user-blind ceiling on contested", "Pets-OOD")] is True  # 62% is 3 points from 65%
     assert bars[("Oracle far above BTL on contested", "Pets")] is True
     assert bars[("ICL far above BTL on contested", "Pets")] is False
     assert (

@@ -50,7 +50,7 @@ from itertools import combinations
 
 import numpy as np
 
-from plus.data.schema import make_record
+from plus.data.schema import majority_credit, make_record
 from plus.data.topics import TOPICS
 
 ATTRIBUTES: tuple[str, ...] = (
@@ -324,21 +324,24 @@ def build_attribute_users(
             truth = user_ground_truth(user)
             profile = truth["profile"]
 
-            def draw(pool=pools[pool_name], profile=profile, pool_name=pool_name) -> tuple[dict, bool, str]:
+            def draw(pool=pools[pool_name], profile=profile, pool_name=pool_name) -> tuple[dict, bool, str, tuple]:
                 while True:
                     contested = rng.random() < contested_share
                     if not pool[contested]:
                         raise ValueError(f"No {'contested' if contested else 'agreed'} pairs in pool {pool_name!r}")
                     prompt_id, a, b = rng.choice(pool[contested])
                     if ground_truth_reward(profile, a) != ground_truth_reward(profile, b):
-                        return _orient(bank.prompts[prompt_id], a, b, profile), contested, _pair_id(a, b)
+                        pair = _orient(bank.prompts[prompt_id], a, b, profile)
+                        oriented = (a, b) if pair["chosen"] == a.text else (b, a)
+                        return pair, contested, _pair_id(a, b), oriented
 
-            (train_pair, train_contested, _), (eval_pair, eval_contested, eval_id) = draw(), draw()
+            train_pair, train_contested, _, _ = draw()
+            eval_pair, eval_contested, eval_id, (chosen, rejected) = draw()
             used, context = {eval_id}, []
             for _ in range(rng.randint(low, high)):
-                pair, _, pair_id = draw()
+                pair, _, pair_id, _ = draw()
                 while pair_id in used:
-                    pair, _, pair_id = draw()
+                    pair, _, pair_id, _ = draw()
                 used.add(pair_id)
                 context.append(pair)
             records.append(
@@ -355,6 +358,9 @@ def build_attribute_users(
                     train_contested=train_contested,
                     pair_id=eval_id,
                     prompt_id=eval_id.split(":")[0],
+                    majority_credit=majority_credit(
+                        (ground_truth_reward(p, chosen), ground_truth_reward(p, rejected)) for p in seen_profiles
+                    ),
                 )
             )
     return records

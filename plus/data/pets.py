@@ -38,7 +38,7 @@ from __future__ import annotations
 import random
 from itertools import combinations
 
-from plus.data.schema import make_record
+from plus.data.schema import majority_credit, make_record
 
 PETS_PROMPT = "Tell me about one kind of pet, in one sentence."
 ANIMALS: tuple[str, ...] = ("bird", "dog", "cat", "rabbit")
@@ -261,6 +261,7 @@ def build_pets(
     plans = [("train", "train", PROPERTIES, "", num_train), ("test", "test", PROPERTIES, "", num_test)]
     if ood:
         plans.append(("test_ood", "test", OOD_PROPERTIES, "-ood", num_test))
+    population = {user: _profile(user, PROPERTIES) for user in USER_WEIGHTS}  # the training users
     records = []
     for split, pool, table, suffix, size in plans:
         profiles = {user: _profile(user, table) for user in USER_WEIGHTS}
@@ -306,6 +307,10 @@ def build_pets(
                     ground_truth={"profile": dict(profile), "description": _description(user, profile)},
                     contested=eval_contested,
                     train_contested=train_contested,
+                    majority_credit=majority_credit(
+                        (p[animal_of(eval_pair["chosen"])], p[animal_of(eval_pair["rejected"])])
+                        for p in population.values()
+                    ),
                 )
             )
     return records

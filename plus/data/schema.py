@@ -25,7 +25,10 @@ and adds:
 - ``contested``: whether the users of the population disagree on the eval pair (bool), ``None`` if undefined;
 - ``context_pairs``: the labelled context pairs as data, a list of ``{"prompt", "chosen", "rejected"}`` dicts
   (empty for unlabelled contexts), so VPL/PAL can embed them without parsing text;
-- ``context_kind``: ``pairs`` (labelled preference pairs), ``conversations`` (unlabelled) or ``user_guide``.
+- ``context_kind``: ``pairs`` (labelled preference pairs), ``conversations`` (unlabelled) or ``user_guide``;
+- ``majority_credit`` (optional, synthetic populations): the credit the *training* users' majority vote earns on
+  the eval pair (`majority_credit`). Its mean is the best accuracy a user-blind model can reach on a split (the
+  user-blind ceiling; 50% on pairs a population splits evenly, higher where most users agree).
 
 Builders may add more keys (``pair_id``, ``prompt_id``, ...); they must be JSON values and are kept as they are.
 Validation never drops a record: a bad one raises `RecordError` naming the record (file and line, or index),
@@ -203,6 +206,14 @@ def pairs_to_messages(pairs: Sequence[dict], flips: Sequence[bool]) -> list[dict
         messages.append({"role": "assistant", "content": f"Response A: {first}\n\nResponse B: {second}"})
         messages.append({"role": "user", "content": f"I prefer Response {'B' if flip else 'A'}."})
     return messages
+
+
+def majority_credit(utilities: Iterable[tuple[float, float]]) -> float:
+    """The credit of a population's majority vote on one pair, from each user's (utility of ``chosen``, utility of
+    ``rejected``): 1.0 when more users prefer ``chosen``, 0.5 when as many prefer each (or none has a preference),
+    0.0 otherwise. Users indifferent between the two do not vote."""
+    votes = sum((a > b) - (a < b) for a, b in utilities)
+    return 1.0 if votes > 0 else 0.0 if votes < 0 else 0.5
 
 
 def make_record(
