@@ -351,7 +351,9 @@ def benchmark_config(profile_name: str, **changes) -> BenchmarkConfig:
       leave Oracle near BTL on Pets (measured: 2 blocks x 6 epochs 74.5%, head only 67.0%; 4 blocks x 8 epochs
       98.3%): its two descriptions differ only in word order, which the mean-pooled bottom blocks do not
       separate. At lr 1e-3 one seed of three stayed at 74.5% (Oracle on Pets `test`: 100, 100, 74.5%); at
-      3e-4 all three learn (98.5, 100, 100%; `results/cpu/probes/03_reward_models-lr`);
+      3e-4 all three learn (98.5, 100, 100%; `results/cpu/probes/03_reward_models-lr`). ICL at 256 records
+      memorises them (69% on contested pairs); 512 records x 4 epochs, the same 128 steps, lift it to 89% but
+      leave Oracle at 82% in one seed of three (`results/cpu/probes/03_reward_models-data`), so 256 x 8 stays;
     - gpu: the paper's models and reward-model learning rate (Qwen2.5-0.5B-Instruct RM, 9e-6), 1 epoch."""
     from plus.config import get_profile
 
