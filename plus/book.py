@@ -217,6 +217,7 @@ DEPARTURES: tuple[tuple[str, str], ...] = (
     ("PReF", "plus.factorization.core"),
     ("VPL and PAL-B", "plus.user_models"),
     ("DPL", "plus.baselines.DPL"),
+    ("Zero-shot personalized generation", "plus.personalize"),
 )
 """The book's departures page: (method, the module or class whose docstring lists its departures)."""
 

@@ -7,7 +7,8 @@ A claim is a comparison that can be checked at any scale (`Claim.rule`):
   overlapping (no difference at this power, reported as not reproduced);
 - ``same``: the two intervals overlap (no difference; reproduced), else not reproduced;
 - ``chance``: the mean lies within 50 +- 5% (a user-blind model on contested pairs);
-- ``ceiling``: the mean is at least 95%.
+- ``ceiling``: the mean is at least 95%;
+- ``wins``: a win rate's interval lies entirely above 50% (reproduced); entirely below (reversed).
 
 Verdicts: ``reproduced``, ``not reproduced`` (with the reason), ``not tested at this scale`` (the rows are not in
 any table: the run was left out or its notebook writes no table yet), ``needs data or models not available
@@ -26,6 +27,7 @@ from plus.baselines import method_label
 from plus.book import started_at
 from plus.evaluation import CEILING, CHANCE_BAND, PAPER_COLUMNS, REPORTED_PLUS_TABLE, find_row, format_interval
 from plus.factorization.experiment import METHOD_KEYS, REPORTED_ATTRIBUTES
+from plus.personalize import REPORTED_WIN_RATE
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,8 @@ class Claim:
     paper: str
     claim: str
     rule: str
-    """``above`` (cells[0] above cells[1]), ``same`` (no difference between them), ``chance`` or ``ceiling``
-    (cells[0])."""
+    """``above`` (cells[0] above cells[1]), ``same`` (no difference between them), ``chance``, ``ceiling`` or
+    ``wins`` (cells[0])."""
     cells: tuple[Cell, ...] = ()
     reported: tuple[float | None, ...] = ()
     """The paper's value for each cell (a fraction), None where it gives none."""
@@ -125,9 +127,11 @@ CLAIMS: tuple[Claim, ...] = (
     ),
     Claim(
         "PLUS",
-        "Summary-conditioned GPT-4o answers win against default GPT-4o",
-        "above",
-        offline_blocker="GPT-4o as generator and judge",
+        "Answers conditioned on PLUS summaries win against default answers (paper: GPT-4o generator and judge; "
+        "here: SmolLM2 on Pets, judged by the user's ground truth)",
+        "wins",
+        (Cell("05_generate_personalized", "pets-ood", "test", "all", "plus", "win_rate"),),
+        (REPORTED_WIN_RATE,),
     ),
     _new_user_claim(
         "After 10 answers PReF (active questions) ranks a new user's pairs better than one BT model",
@@ -184,6 +188,11 @@ def verdict(claim: Claim, rows: list[dict | None]) -> str:
     if claim.rule == "chance":
         near = abs(first["mean"] - 0.5) <= CHANCE_BAND
         return "reproduced" if near else f"not reproduced (outside 50 +- {100 * CHANCE_BAND:.0f}%)"
+    if claim.rule == "wins":
+        if first["ci_low"] > 0.5:
+            return "reproduced"
+        below = first["ci_high"] < 0.5
+        return "not reproduced (reversed)" if below else "not reproduced (no difference at this power)"
     if claim.rule in ("above", "same"):
         second = rows[1]
         above, below = first["ci_low"] > second["ci_high"], first["ci_high"] < second["ci_low"]

@@ -29,6 +29,9 @@ A, B = (
         ("chance", (0.40,), "not reproduced (outside 50 +- 5%)"),
         ("ceiling", (0.96,), "reproduced"),
         ("ceiling", (0.90,), "not reproduced (below 95%)"),
+        ("wins", (0.6,), "reproduced"),
+        ("wins", (0.51,), "not reproduced (no difference at this power)"),
+        ("wins", (0.4,), "not reproduced (reversed)"),
     ],
 )
 def test_each_rule_gives_its_verdict(rule, means, expected):
