@@ -218,6 +218,7 @@ DEPARTURES: tuple[tuple[str, str], ...] = (
     ("VPL and PAL-B", "plus.user_models"),
     ("DPL", "plus.baselines.DPL"),
     ("Zero-shot personalized generation", "plus.personalize"),
+    ("Readable, editable summaries", "plus.readable"),
 )
 """The book's departures page: (method, the module or class whose docstring lists its departures)."""
 

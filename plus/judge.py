@@ -4,9 +4,9 @@
   (`plus.data.pets.pet_utility`); a response about no animal or about several is a tie with anything.
 - `pairwise_outcome` / `win_rate`: the user's comparison of two responses (1 win, 0 loss, 0.5 tie) and the win
   rate over held-out prompts with a 95% bootstrap interval over seeds and prompts (`plus.evaluation`).
-- `score_under_summary` / `edit_follows`: a reward model's margin on a pair under a summary given as text, and how
-  often its ranking of the contested pairs follows an edit of the summary's key fact (the editing experiment of
-  the PLUS paper's readable summaries).
+- `score_under_summary` / `edit_margins` / `edit_follows`: a reward model's margin on a pair under a summary given
+  as text, and how often its ranking of the contested pairs follows an edit of the summary's key fact (the
+  editing experiment of the PLUS paper's readable summaries, `plus.readable`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
 
 from plus.data.pets import ANIMALS, contested_animals, pet_utility
@@ -129,6 +130,38 @@ def swap_pets_animal(summary: str, profile: dict[str, int]) -> str | None:
     return combined.sub(swap, summary)
 
 
+def edit_margins(
+    reward_model: nn.Module,
+    records: Sequence[dict],
+    summaries: Sequence[str],
+    edit: Callable[[str, dict], str | None],
+    batch_size: int = 16,
+) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """The editing experiment's raw scores on the contested held-out pairs: the indices of the records whose
+    summary ``edit(summary, record)`` changes (None: nothing to edit, the pair is left out; an edit never turns a
+    summary into an empty one, which is an error), and the reward
+    model's margins on their ``eval`` pairs under each summary as written and as edited, (K,) each."""
+    from plus.coadapt.loop import RewardScorer, score_summaries
+
+    if len(records) != len(summaries):
+        raise ValueError(f"{len(records)} records but {len(summaries)} summaries")
+    kept, written, edited = [], [], []
+    for index, (record, summary) in enumerate(zip(records, summaries, strict=True)):
+        if record.get("contested") and (changed := edit(summary, record)) is not None:
+            if not changed.strip():
+                raise ValueError(f"the edit of record {index} ({record.get('user_id')!r}) left an empty summary")
+            kept.append(index)
+            written.append(summary)
+            edited.append(changed)
+    if not kept:
+        raise ValueError("found no contested record whose summary the edit changes")
+    pairs = [records[i] for i in kept]
+    scorer = RewardScorer(reward_model)
+    before = score_summaries(scorer, written, pairs, "eval", batch_size)
+    after = score_summaries(scorer, edited, pairs, "eval", batch_size)
+    return kept, before, after
+
+
 def edit_follows(
     reward_model: nn.Module,
     records: Sequence[dict],
@@ -136,25 +169,10 @@ def edit_follows(
     edit: Callable[[str, dict], str | None],
     batch_size: int = 16,
 ) -> dict[str, float]:
-    """The editing experiment on the contested held-out pairs: each summary is scored as written and as edited
-    (``edit(summary, record)``; None: nothing to edit, the pair is left out). ``follows``: the share of edited
-    pairs whose ranking flips (the reward model reads the edited fact); ``accuracy_before`` / ``accuracy_after``:
-    its accuracy under the written and the edited summaries; ``edited``: the pairs scored."""
-    from plus.coadapt.loop import RewardScorer, score_summaries
-
-    if len(records) != len(summaries):
-        raise ValueError(f"{len(records)} records but {len(summaries)} summaries")
-    kept = [
-        (r, s, edited)
-        for r, s in zip(records, summaries, strict=True)
-        if r.get("contested") and (edited := edit(s, r)) is not None
-    ]
-    if not kept:
-        raise ValueError("edit_follows found no contested record whose summary the edit changes")
-    pairs, written, edited = (list(column) for column in zip(*kept, strict=True))
-    scorer = RewardScorer(reward_model)
-    before = score_summaries(scorer, written, pairs, "eval", batch_size)
-    after = score_summaries(scorer, edited, pairs, "eval", batch_size)
+    """`edit_margins` in figures. ``follows``: the share of edited pairs whose ranking flips (the reward model
+    reads the edited fact); ``accuracy_before`` / ``accuracy_after``: its accuracy under the written and the edited
+    summaries; ``edited``: the pairs scored."""
+    kept, before, after = edit_margins(reward_model, records, summaries, edit, batch_size)
     return {
         "follows": float(((before > 0) != (after > 0)).float().mean()),
         "accuracy_before": float((before > 0).float().mean()),

@@ -133,6 +133,25 @@ CLAIMS: tuple[Claim, ...] = (
         (Cell("05_generate_personalized", "pets-ood", "test", "all", "plus", "win_rate"),),
         (REPORTED_WIN_RATE,),
     ),
+    Claim(
+        "PLUS",
+        "PLUS summaries state the user's preference (name only the user's own Pets animal) more often than "
+        "PLUS-untrained ones",
+        "above",
+        tuple(
+            Cell("05_readable_summaries", "pets-ood", "test", "all", m, "faithfulness/own")
+            for m in ("plus", "plus-untrained")
+        ),
+        (None, None),
+    ),
+    Claim(
+        "PLUS",
+        "Editing the animal a PLUS summary names flips a summary-reading reward model's ranking of the contested "
+        "pairs (at least 95%)",
+        "ceiling",
+        (Cell("05_readable_summaries", "pets-ood", "test", "contested", "plus", "edit_follows/swap"),),
+        (None,),
+    ),
     _new_user_claim(
         "After 10 answers PReF (active questions) ranks a new user's pairs better than one BT model",
         "auc",

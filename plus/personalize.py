@@ -99,35 +99,44 @@ def personalize_config(profile_name: str, **changes) -> PersonalizeConfig:
     return replace(config, **changes)
 
 
+def heldout_summaries(
+    profile_name: str, runs_dir: str | Path, dataset: str, variants: Sequence[str], seed: int = 0
+) -> tuple[list[dict], dict[str, list[str]], list[str]]:
+    """Notebook 04's held-out records of ``dataset`` at ``profile_name``, the summaries its runs of training seed
+    ``seed`` wrote for them (each of ``variants`` found in ``runs_dir`` for this very run:
+    `plus.coadapt.experiment.Ablation.evaluation`), and the variants not found."""
+    from plus.coadapt.experiment import Ablation, ablation_settings
+
+    ablation = Ablation(ablation_settings(profile_name), Path(runs_dir))
+    heldout = ablation.split(dataset, train=False)
+    found, missing = {}, []
+    for variant in variants:
+        payload = ablation.evaluation(dataset, variant, seed)
+        if payload is None or not payload.get("summaries"):
+            missing.append(variant)
+            continue
+        if len(payload["summaries"]) != len(heldout):
+            raise ValueError(
+                f"{runs_dir}/{dataset}/{variant}/seed-{seed}/eval.json: {len(payload['summaries'])} summaries "
+                f"for {len(heldout)} held-out records"
+            )
+        found[variant] = list(payload["summaries"])
+    return heldout, found, missing
+
+
 def loop_summaries(
     profile_name: str, runs_dir: str | Path, config: PersonalizeConfig, seed: int = 0
 ) -> tuple[list[dict], dict[str, list[str]], list[str]]:
     """Notebook 04's held-out records of ``config.split`` (the first ``num_records``), the summaries its runs of
-    training seed ``seed`` wrote for them (`LOOP_CONDITIONS` found in ``runs_dir``, for this very run:
-    `plus.coadapt.experiment.Ablation.evaluation`), and the conditions not found."""
-    from plus.coadapt.experiment import Ablation, ablation_settings
-
-    ablation = Ablation(ablation_settings(profile_name), Path(runs_dir))
-    heldout = ablation.split(config.dataset, train=False)
+    training seed ``seed`` wrote for them (`LOOP_CONDITIONS`, `heldout_summaries`), and the conditions not found."""
+    heldout, found, missing = heldout_summaries(profile_name, runs_dir, config.dataset, LOOP_CONDITIONS, seed)
     rows = [i for i, r in enumerate(heldout) if r["split"] == config.split][: config.num_records]
     if len(rows) < config.num_records:
         raise ValueError(
             f"{config.dataset} has {len(rows)} held-out {config.split!r} records at the {profile_name} profile, "
             f"fewer than num_records={config.num_records}"
         )
-    found, missing = {}, []
-    for variant in LOOP_CONDITIONS:
-        payload = ablation.evaluation(config.dataset, variant, seed)
-        if payload is None or not payload.get("summaries"):
-            missing.append(variant)
-            continue
-        if len(payload["summaries"]) != len(heldout):
-            raise ValueError(
-                f"{runs_dir}/{config.dataset}/{variant}/seed-{seed}/eval.json: {len(payload['summaries'])} summaries "
-                f"for {len(heldout)} held-out records"
-            )
-        found[variant] = [payload["summaries"][i] for i in rows]
-    return [heldout[i] for i in rows], found, missing
+    return [heldout[i] for i in rows], {v: [texts[i] for i in rows] for v, texts in found.items()}, missing
 
 
 def condition_summaries(records: Sequence[dict], loop: dict[str, Sequence[str]]) -> dict[str, list[str | None]]:

@@ -1,8 +1,7 @@
 import math
 
 import pytest
-import torch
-from torch import nn
+from toy_users import KeywordRewardModel
 
 from plus.data.pets import animal_of, contested_animals
 from plus.data.registry import build_dataset
@@ -56,24 +55,6 @@ def test_pairwise_outcomes_count_ties_as_half():
         win_rate([[0.7]])
     with pytest.raises(ValueError, match="at least one judged prompt"):
         win_rate([[]])
-
-
-class KeywordRewardModel(nn.Module):
-    """Reads the summary when ``reads``: +1 for a response about the animal the summary names first, else 0;
-    a bias of 0.5 toward dogs either way, so a model that ignores the summary always prefers the dog."""
-
-    def __init__(self, reads: bool) -> None:
-        super().__init__()
-        self.reads = reads
-        self.bias = nn.Parameter(torch.zeros(()))
-
-    def score(self, summaries, prompts, responses):
-        out = []
-        for summary, response in zip(summaries, responses, strict=True):
-            named = sorted(pets_animals(summary or ""), key=lambda a: (summary or "").lower().find(a))
-            about = pets_subject(response)
-            out.append((1.0 if self.reads and named and about == named[0] else 0.0) + (0.5 if about == "dog" else 0))
-        return torch.tensor(out) + self.bias
 
 
 def test_the_edit_flips_a_reader_and_not_a_model_that_ignores_the_summary(pets):

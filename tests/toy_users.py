@@ -6,6 +6,11 @@ Two users: one prefers dogs to cats, the other cats to dogs (contested pairs); b
 
 import random
 
+import torch
+from torch import nn
+
+from plus.judge import pets_animals, pets_subject
+
 PROMPT = "Which pet?"
 PETS = {
     "dog": ["Dogs.", "A dog!", "Get a dog."],
@@ -57,3 +62,21 @@ def mirrored_test_records() -> list[dict]:
             records.append(record)
         records.append(toy_record("dog-lover", random.Random(i), contested=False, split="test"))
     return records
+
+
+class KeywordRewardModel(nn.Module):
+    """Reads the summary when ``reads``: +1 for a response about the animal the summary names first, else 0;
+    a bias of 0.5 toward dogs either way, so a model that ignores the summary always prefers the dog."""
+
+    def __init__(self, reads: bool) -> None:
+        super().__init__()
+        self.reads = reads
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def score(self, summaries, prompts, responses):
+        out = []
+        for summary, response in zip(summaries, responses, strict=True):
+            named = sorted(pets_animals(summary or ""), key=lambda a: (summary or "").lower().find(a))
+            about = pets_subject(response)
+            out.append((1.0 if self.reads and named and about == named[0] else 0.0) + (0.5 if about == "dog" else 0))
+        return torch.tensor(out) + self.bias
