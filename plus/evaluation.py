@@ -397,10 +397,15 @@ def benchmark_config(profile_name: str, **changes) -> BenchmarkConfig:
 
 def run_fingerprint(config: BenchmarkConfig, dataset: str, method: str, seed: int) -> str:
     """A hash of everything one run's result depends on: the config (less the lists of methods, data sets, seeds
-    and skipped runs and the batch sizes of inference), the data set, the method and the seed."""
+    and skipped runs and the batch sizes of inference), the data set, the method (and its `revision`, when
+    raised above 0) and the seed."""
     unrelated = ("methods", "datasets", "seeds", "skip", "eval_batch_size")
     shared = {k: v for k, v in asdict(config).items() if k not in unrelated}
-    payload = json.dumps({"config": shared, "dataset": dataset, "method": method, "seed": seed}, sort_keys=True)
+    keys = {"config": shared, "dataset": dataset, "method": method, "seed": seed}
+    revision = getattr(METHODS.get(method), "revision", 0)
+    if revision:  # absent at 0: the stored runs of every unrevised method keep their fingerprints
+        keys["revision"] = revision
+    payload = json.dumps(keys, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

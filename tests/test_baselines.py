@@ -219,3 +219,26 @@ def test_a_build_is_the_same_whatever_the_callers_rng(method, embedder):
 def test_baseline_config_refuses_nan_inf_strings_and_out_of_range_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=f"BaselineConfig.{field} must be"):
         BaselineConfig("vpl", **{field: value})
+
+
+def test_icl_redraws_training_contexts_within_the_user_never_showing_the_target(embedder):
+    from plus.data.registry import build_dataset
+
+    train = [r for r in build_dataset("pets", seed=0, num_train=32, num_test=4) if r["split"] == "train"]
+    icl = make("icl", embedder)
+    icl.prepare(train)
+    seen = []
+    icl.model.score = lambda conditions, prompts, responses: (seen.append(conditions), torch.zeros(len(prompts)))[1]
+    icl.train()
+    icl.pair_rewards(train, "train")
+    drawn, n = seen[-1], len(train)
+    assert drawn[:n] == drawn[n:]  # one context per record, for both of its responses
+    for record, context in zip(train, drawn[:n], strict=True):
+        assert context in {r["context"] for r in train if r["user_id"] == record["user_id"]}
+        assert record["train_chosen"] not in context and record["train_rejected"] not in context
+    assert sum(c != r["context"] for c, r in zip(drawn, train, strict=False)) > n // 2
+    icl.pair_rewards(train, "eval")  # a held-out pair is scored with the record's own context
+    assert seen[-1][:n] == [r["context"] for r in train]
+    icl.eval()
+    icl.pair_rewards(train, "train")
+    assert seen[-1][:n] == [r["context"] for r in train]
