@@ -230,9 +230,16 @@ class ICL(ConditionedRewardMethod):
     In training, each record's context is redrawn at every visit from the training contexts of the same user
     (`prepare`) that do not show the record's own train pair (its chosen or rejected text): the reward model sees
     each target under many contexts of its user, so it must read the context rather than memorise (context,
-    target) pairs. Held-out records are scored with their own context. Measured at the cpu benchmark on Pets:
-    with each record's fixed context, 256 training records x 8 epochs left ICL at 69% on contested pairs
-    (memorised), 512 x 4 at 89% (`results/cpu/probes/03_reward_models-data`)."""
+    target) pairs. Held-out records are scored with their own context. The reward-model benchmark's page gives
+    what this does at the cpu profile (its stored runs before revision 1 read each record's fixed context).
+
+    Departures from the PLUS paper's ICL baseline (a reward model reading each example's fixed context):
+
+    - each training record's context is redrawn at every visit among its user's training contexts that do not
+      show the record's pair; held-out records keep their own. With 256 training records the fixed-context
+      model memorises (context, target) pairs at the cpu profile
+      (`results/cpu/probes/03_reward_models-data` measured the other lever, more records).
+    """
 
     name = "icl"
     label = "ICL"

@@ -217,6 +217,7 @@ DEPARTURES: tuple[tuple[str, str], ...] = (
     ("PReF", "plus.factorization.core"),
     ("VPL and PAL-B", "plus.user_models"),
     ("DPL", "plus.baselines.DPL"),
+    ("ICL", "plus.baselines.ICL"),
     ("Zero-shot personalized generation", "plus.personalize"),
     ("Readable, editable summaries", "plus.readable"),
 )
