@@ -238,7 +238,10 @@ class ICL(ConditionedRewardMethod):
     - each training record's context is redrawn at every visit among its user's training contexts that do not
       show the record's pair; held-out records keep their own. With 256 training records the fixed-context
       model memorises (context, target) pairs at the cpu profile
-      (`results/cpu/probes/03_reward_models-data` measured the other lever, more records).
+      (`results/cpu/probes/03_reward_models-data` measured the other lever, more records);
+    - the context is the record's labelled pairs written as text ("Example k", "Preferred response:", "Rejected
+      response:"), our format, not the paper's prompt, and it is cut from its end when the input exceeds the
+      reward model's ``max_length`` (`plus.reward_model`).
     """
 
     name = "icl"
