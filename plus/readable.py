@@ -268,18 +268,17 @@ def ideal_reward_models(profile_name: str, runs_dir: str | Path, config: Readabl
 
 def gallery(records: Sequence[dict], summaries: dict[str, Sequence[str]], config: ReadableConfig) -> list[dict]:
     """The first ``gallery_size`` held-out contexts of each split, one row per (context, summarizer): the user,
-    their true preference over the contested pair (the ground truth), the summary of that context and its
-    `faithfulness` class."""
+    their true preference over the contested pair (the ground truth), the summary of that context (the ideal
+    summary first, as the reference) and its `faithfulness` class."""
     rows = []
     for split in config.splits:
         chosen = [i for i, r in enumerate(records) if r["split"] == split][: config.gallery_size]
         for i in chosen:
             own, other = contested_animals(_profile(records[i]))
-            for name, texts in summaries.items():
-                if name != "ideal-summary":
-                    rows.append({"split": split, "context": i, "user": records[i]["user_id"],
-                                 "prefers (ground truth)": f"{own}s over {other}s", "summarizer": LABELS[name],
-                                 "names": faithfulness(texts[i], records[i]), "summary": texts[i]})  # fmt: skip
+            for name, texts in summaries.items():  # the ideal summary first: the reference
+                rows.append({"split": split, "context": i, "user": records[i]["user_id"],
+                             "prefers (ground truth)": f"{own}s over {other}s", "summarizer": LABELS[name],
+                             "names": faithfulness(texts[i], records[i]), "summary": texts[i]})  # fmt: skip
     return rows
 
 
