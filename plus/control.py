@@ -38,7 +38,7 @@ from transformers import PreTrainedTokenizerBase
 
 from plus.artifacts import read_json, read_metrics
 from plus.coadapt import CoadaptConfig, CoadaptResult, Probe, RewardScorer, score_summaries, train_plus
-from plus.data.pets import animal_named_first, contested_animals, ideal_summary
+from plus.data.pets import animal_named_first, contested_animals, ideal_summary, record_profile
 from plus.summarizer import first_token_ids, generate_summaries
 
 RUNGS: tuple[str, ...] = ("first-word", "ground-truth", "frozen-rm", "plus")
@@ -51,22 +51,13 @@ LOGS: tuple[str, ...] = ("metrics.jsonl", "probe.jsonl")
 REWARD_OF_NAMED = {"own": 1.0, "other": -1.0, "neither": 0.0}
 
 
-def _profile(record: dict) -> dict[str, int]:
-    try:
-        return record["ground_truth"]["profile"]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"record {record.get('user_id')!r} has no ground_truth.profile: the Pets controls need Pets records"
-        ) from None
-
-
 def pets_reward(records: Sequence[dict], summaries: Sequence[str]) -> torch.Tensor:
     """(N,): +1 when the summary names the user's own contested animal first, -1 the other one, 0 neither
     (`plus.data.pets.animal_named_first`)."""
     if len(records) != len(summaries):
         raise ValueError(f"{len(records)} records for {len(summaries)} summaries")
     return torch.tensor(
-        [REWARD_OF_NAMED[animal_named_first(z, _profile(r))] for r, z in zip(records, summaries, strict=True)]
+        [REWARD_OF_NAMED[animal_named_first(z, record_profile(r))] for r, z in zip(records, summaries, strict=True)]
     )
 
 
@@ -86,7 +77,7 @@ def ideal_records(records: Sequence[dict], prefix: str) -> list[dict]:
     (`plus.data.pets.ideal_summary`: "<prefix> dogs." for the helpful user), for a reward model trained on what
     a perfect Pets summarizer would write (the Oracle method reads the description)."""
     return [
-        {**r, "ground_truth": {**r["ground_truth"], "description": ideal_summary(_profile(r), prefix)}}
+        {**r, "ground_truth": {**r["ground_truth"], "description": ideal_summary(record_profile(r), prefix)}}
         for r in records
     ]
 
@@ -116,7 +107,7 @@ def pets_probe(
     if not records:
         raise ValueError("pets_probe needs at least one held-out record")
     contexts = [r["context"] for r in records]
-    animals = [[f"{animal}s" for animal in contested_animals(_profile(r))] for r in records]
+    animals = [[f"{animal}s" for animal in contested_animals(record_profile(r))] for r in records]
     contested = np.array([bool(r.get("contested")) for r in records])
     text = {"prefill_marker": config.prefill_marker, "summary_prefix": config.summary_prefix}
 
@@ -130,7 +121,7 @@ def pets_probe(
             )  # fmt: skip
         # (N, 2): own, other. The first token's distribution before sampling (end tokens not yet masked).
         probs = generated.first_logprobs.gather(1, first_token_ids(tokenizer, animals)).exp()
-        named = [animal_named_first(z, _profile(r)) for r, z in zip(records, generated.texts, strict=True)]
+        named = [animal_named_first(z, record_profile(r)) for r, z in zip(records, generated.texts, strict=True)]
         metrics = {
             "first_word/own": float(probs[:, 0].mean()),
             "first_word/other": float(probs[:, 1].mean()),
@@ -182,7 +173,7 @@ def run_rung(
 
 def pets_profiles(records: Sequence[dict]) -> dict[str, dict[str, int]]:
     """{user id: Pets profile} of ``records`` (their ``ground_truth.profile``), as `named_shares` reads them."""
-    return {r["user_id"]: _profile(r) for r in records}
+    return {r["user_id"]: record_profile(r) for r in records}
 
 
 def named_shares(rollouts: Sequence[dict], profiles: dict[str, dict[str, int]]) -> pd.DataFrame:
@@ -245,7 +236,7 @@ def readout(reward_model: nn.Module, records: Sequence[dict], prefix: str, batch
         raise ValueError("readout needs contested held-out records")
     scores = {}
     for label, which in (("own", 0), ("other", 1)):
-        summaries = [animal_summary(contested_animals(_profile(r))[which], prefix) for r in contested]
+        summaries = [animal_summary(contested_animals(record_profile(r))[which], prefix) for r in contested]
         margins = score_summaries(RewardScorer(reward_model), summaries, contested, "eval", batch_size)
         scores[label] = float((margins > 0).float().mean())
     return scores

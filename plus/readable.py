@@ -39,7 +39,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from plus.artifacts import as_read_back, read_json, write_json
-from plus.data.pets import contested_animals, ideal_summary
+from plus.data.pets import contested_animals, ideal_summary, record_profile
 from plus.evaluation import bootstrap_interval, format_interval
 from plus.judge import edit_margins, pets_animals, swap_pets_animal
 
@@ -61,19 +61,12 @@ COMPARED = (("plus", "plus-untrained"),)
 _REWORDS = {r"\bprefers\b": "likes", r"\bresponses\b": "answers", r"\bprefer\b": "like"}
 
 
-def _profile(record: dict) -> dict[str, int]:
-    profile = (record.get("ground_truth") or {}).get("profile")
-    if not profile:
-        raise ValueError(f"record {record.get('user_id')!r} has no ground_truth.profile")
-    return profile
-
-
 def faithfulness(summary: str, record: dict) -> str:
     """`CLASSES`: which animals of the record's user's contested pair ``summary`` names (an empty summary, which
     a summarizer may write, names ``neither``)."""
     if not isinstance(summary, str):
         raise TypeError(f"the summary of record {record.get('user_id')!r} must be text, got {type(summary).__name__}")
-    own, other = contested_animals(_profile(record))
+    own, other = contested_animals(record_profile(record))
     named = pets_animals(summary)
     return {(True, False): "own", (False, True): "other", (True, True): "both"}.get(
         (own in named, other in named), "neither"
@@ -87,7 +80,7 @@ def names_one(summary: str, record: dict) -> bool:
 
 def swap(summary: str, record: dict) -> str | None:
     """The key-fact edit: the user's two contested animals swapped, for a summary that names exactly one."""
-    return swap_pets_animal(summary, _profile(record)) if names_one(summary, record) else None
+    return swap_pets_animal(summary, record_profile(record)) if names_one(summary, record) else None
 
 
 def reword(summary: str, record: dict) -> str | None:
@@ -142,7 +135,7 @@ def source_summaries(records: Sequence[dict], loop: dict[str, Sequence[str]]) ->
     """Per source of `SOURCES` (those of `LOOP_SUMMARIZERS` only when ``loop`` has them), each held-out record's
     summary; a missing one (not text) is an error naming the summarizer and the record. An empty one is kept: a
     summarizer may write one (it states nothing, and `faithfulness_cells` counts it)."""
-    out = {"ideal-summary": [ideal_summary(_profile(r)) for r in records]}
+    out = {"ideal-summary": [ideal_summary(record_profile(r)) for r in records]}
     for name in LOOP_SUMMARIZERS:
         if name not in loop:
             continue
@@ -274,7 +267,7 @@ def gallery(records: Sequence[dict], summaries: dict[str, Sequence[str]], config
     for split in config.splits:
         chosen = [i for i, r in enumerate(records) if r["split"] == split][: config.gallery_size]
         for i in chosen:
-            own, other = contested_animals(_profile(records[i]))
+            own, other = contested_animals(record_profile(records[i]))
             for name, texts in summaries.items():  # the ideal summary first: the reference
                 rows.append({"split": split, "context": i, "user": records[i]["user_id"],
                              "prefers (ground truth)": f"{own}s over {other}s", "summarizer": LABELS[name],

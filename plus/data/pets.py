@@ -324,6 +324,15 @@ def animal_of(sentence: str) -> str:
     raise ValueError(f"Not a Pets response: {sentence!r}")
 
 
+def record_profile(record: dict) -> dict[str, int]:
+    """A Pets record's user utilities (``ground_truth["profile"]``), with an error naming the record when it has
+    none (a record of another data set)."""
+    profile = (record.get("ground_truth") or {}).get("profile")
+    if not profile:
+        raise ValueError(f"record {record.get('user_id')!r} has no ground_truth.profile: a Pets record is needed")
+    return profile
+
+
 def contested_animals(profile: dict[str, int]) -> tuple[str, str]:
     """``(own, other)``: the animals a Pets user ranks second and third. The two users of a split agree on the
     first and the last, so these are the animals of the user's contested pair, and the user prefers ``own``
