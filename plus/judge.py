@@ -7,12 +7,19 @@
 - `score_under_summary` / `edit_margins` / `edit_follows`: a reward model's margin on a pair under a summary given
   as text, and how often its ranking of the contested pairs follows an edit of the summary's key fact (the
   editing experiment of the PLUS paper's readable summaries, `plus.readable`).
+- `StyleJudge` / `fit_style_judge` / `style_scores` / `style_utility`: a score in {-1, 0, +1} for each of the
+  attribute users' seven attributes (`plus.data.attributes`) of any free text, and a user's utility for it (the
+  profile-weighted sum, as `plus.data.ground_truth_reward` computes it for the bank's responses). Exact measures
+  where they exist (the length of the content for verbosity, a closing question for engagement, exclamation
+  marks for enthusiasm), plain-English cue words elsewhere; the verbosity cuts are fitted on responses with known
+  scores and `style_accuracy` validates every attribute on held-out ones.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -179,3 +186,145 @@ def edit_follows(
         "accuracy_after": float((after > 0).float().mean()),
         "edited": len(kept),
     }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The style judge: attribute scores of free text
+
+
+def _cues(*phrases: str) -> re.Pattern:
+    """One case-insensitive pattern matching any of ``phrases`` as whole words (a phrase may end in punctuation);
+    straight and curly apostrophes alike."""
+    words = [re.escape(p).replace("'", "['\u2019]") for p in phrases]
+    return re.compile(r"(?<![\w'\u2019])(?:" + "|".join(words) + r")(?![\w'\u2019])", re.IGNORECASE)
+
+
+_CONTRACTIONS = _cues(
+    "it's", "that's", "here's", "there's", "what's", "let's", "i'm", "you're", "we're", "they're", "don't",
+    "doesn't", "didn't", "can't", "won't", "isn't", "aren't", "wasn't", "i'll", "you'll", "i've", "you've",
+)  # fmt: skip
+STYLE_CUES: dict[str, tuple[re.Pattern, re.Pattern]] = {
+    "formality": (
+        _cues("regarding", "furthermore", "moreover", "therefore", "thus", "hence", "consequently", "accordingly",
+              "in response to", "enquiry", "inquiry", "kindly", "pertaining to", "one should"),
+        _cues("okay", "ok", "alright", "basically", "yeah", "hey", "gonna", "wanna", "kinda", "stuff", "cool",
+              "the deal", "so basically"),
+    ),
+    "humor": (
+        _cues("joke", "jokes", "joking", "funny", "haha", "lol", "pun", "kidding", "laugh", "hilarious",
+              "rocket science", "bonus:"),
+        _cues("serious", "seriously"),
+    ),
+    "engagement": (
+        re.compile(r"\?(?=(?:[^.!?]*[.!?]){0,2}[^.!?]*$)"),  # a question mark in the last three sentences
+        _cues("that is all", "that's all", "that's it", "nothing more to say", "end of answer", "no more to add"),
+    ),
+    "politeness": (
+        _cues("thank", "thanks", "thank you", "please", "hope this helps", "happy to help", "glad to help",
+              "you're welcome"),
+        _cues("obvious", "obviously", "stupid", "dumb", "stop asking", "work it out", "figure it out",
+              "looked this up", "whatever", "ridiculous"),
+    ),
+    "enthusiasm": (
+        re.compile(r"!|" + _cues("i love", "great question", "amazing", "exciting", "fantastic", "wonderful",
+                                  "awesome", "fun").pattern, re.IGNORECASE),
+        _cues("modest", "quietly", "humbly", "if i may", "reserved"),
+    ),
+    "confidence": (
+        _cues("definitely", "certainly", "without a doubt", "undoubtedly", "absolutely", "surely", "certain",
+              "clearly", "no doubt"),
+        _cues("might", "perhaps", "maybe", "not sure", "not entirely sure", "possibly", "i think", "i guess",
+              "i believe", "probably"),
+    ),
+}  # fmt: skip
+"""For each attribute but verbosity: a pattern of the first pole's cues (score +1, e.g. formal) and one of the
+second's (-1, e.g. informal); informal also counts contractions. The score is the sign of (first-pole matches -
+second-pole matches). The cue words are general English, not the response bank's sentences, so they also read
+free text; `style_accuracy` reports how much of the bank they read."""
+
+
+_SENTENCES = re.compile(r"[^.!?]+[.!?]*")
+STYLE_LINE_WORDS = 6
+"""A sentence with a style cue and at most this many words after it carries no content (`content_words`)."""
+
+
+def content_words(response: str) -> int:
+    """The length of what ``response`` says, not of how it says it: per sentence, the words after its last style
+    cue (`STYLE_CUES`; a lead-in such as "I might be wrong, but perhaps" is not content), and none for a sentence
+    whose words after the cue are at most `STYLE_LINE_WORDS` (a style line: "Thank you for asking.")."""
+    cues = [pattern for pair in STYLE_CUES.values() for pattern in pair] + [_CONTRACTIONS]
+    total = 0
+    for sentence in _SENTENCES.findall(response):
+        start = max((m.end() for p in cues for m in p.finditer(sentence)), default=None)
+        if start is None:
+            total += len(sentence.split())
+        elif len(rest := sentence[start:].split()) > STYLE_LINE_WORDS:
+            total += len(rest)
+    return total
+
+
+@dataclass(frozen=True)
+class StyleJudge:
+    """Verbosity by `content_words`: at most ``short_words`` -> -1 (concise), at least ``long_words`` -> +1
+    (verbose), 0 between; the other attributes by `STYLE_CUES`."""
+
+    short_words: int
+    long_words: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.short_words < self.long_words:
+            raise ValueError(f"StyleJudge needs 0 <= short_words < long_words, got {self.short_words}, "
+                             f"{self.long_words}")  # fmt: skip
+
+
+def style_scores(response: str, judge: StyleJudge) -> dict[str, int]:
+    """The judge's score in {-1, 0, +1} of every attribute (`plus.data.attributes.ATTRIBUTES`) of ``response``."""
+    from plus.data.attributes import ATTRIBUTES
+
+    if not isinstance(response, str) or not response.strip():
+        raise ValueError(f"the style judge needs a non-empty response, got {response!r}")
+    words = content_words(response)
+    scores = {"verbosity": 1 if words >= judge.long_words else -1 if words <= judge.short_words else 0}
+    for attribute, (first, second) in STYLE_CUES.items():
+        count = len(first.findall(response)) - len(second.findall(response))
+        if attribute == "formality":
+            count -= len(_CONTRACTIONS.findall(response))
+        scores[attribute] = (count > 0) - (count < 0)
+    return {a: scores[a] for a in ATTRIBUTES}
+
+
+def style_utility(response: str, profile: dict[str, float], judge: StyleJudge) -> float:
+    """The user's utility for ``response``: sum over attributes of profile weight x the judge's score."""
+    scores = style_scores(response, judge)
+    unknown = sorted(set(profile) - set(scores))
+    if unknown:
+        raise ValueError(f"the profile names attributes the style judge does not score: {unknown}")
+    return float(sum(weight * scores[a] for a, weight in profile.items()))
+
+
+def fit_style_judge(texts: Sequence[str], verbosity: Sequence[int]) -> StyleJudge:
+    """The verbosity cuts that score the most of ``texts`` right against their known verbosity scores (in
+    {-1, 0, +1}); every pair of cuts between observed word counts is tried."""
+    if len(texts) != len(verbosity) or not texts:
+        raise ValueError(f"fit_style_judge needs as many known scores as texts, got {len(texts)} and {len(verbosity)}")
+    words = [content_words(t) for t in texts]
+    cuts = sorted(set(words))
+    best, best_correct = None, -1
+    for i, short in enumerate(cuts[:-1]):
+        for long in cuts[i + 1 :]:
+            correct = sum(
+                (1 if w >= long else -1 if w <= short else 0) == v for w, v in zip(words, verbosity, strict=True)
+            )
+            if correct > best_correct:
+                best, best_correct = StyleJudge(short, long), correct
+    if best is None:
+        raise ValueError("fit_style_judge needs texts of at least two different lengths")
+    return best
+
+
+def style_accuracy(judge: StyleJudge, texts: Sequence[str], scores: Sequence[dict[str, int]]) -> dict[str, float]:
+    """Per attribute, the share of ``texts`` whose judged score equals the known one."""
+    if len(texts) != len(scores) or not texts:
+        raise ValueError(f"style_accuracy needs as many known scores as texts, got {len(texts)} and {len(scores)}")
+    judged = [style_scores(t, judge) for t in texts]
+    return {a: sum(j[a] == s[a] for j, s in zip(judged, scores, strict=True)) / len(texts) for a in scores[0]}

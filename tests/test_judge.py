@@ -3,15 +3,22 @@ import math
 import pytest
 from toy_users import KeywordRewardModel
 
+from plus.data.attributes import ATTRIBUTES, build_response_bank
 from plus.data.pets import animal_of, contested_animals
 from plus.data.registry import build_dataset
 from plus.judge import (
+    StyleJudge,
+    content_words,
     edit_follows,
+    fit_style_judge,
     pairwise_outcome,
     pets_animals,
     pets_subject,
     pets_utility,
     score_under_summary,
+    style_accuracy,
+    style_scores,
+    style_utility,
     swap_pets_animal,
     win_rate,
 )
@@ -86,3 +93,66 @@ def test_a_pair_is_scored_under_a_summary_written_by_hand():
     assert score_under_summary(model, "This user likes dogs.", "A pet?", "Cats purr.", "Dogs bark.") == -1.5
     with pytest.raises(ValueError, match="summary must be non-empty text"):
         score_under_summary(model, " ", "A pet?", "Cats purr.", "Dogs bark.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The style judge
+
+
+JUDGE = StyleJudge(short_words=8, long_words=30)
+
+
+@pytest.mark.parametrize(
+    ("response", "attribute", "score"),
+    [
+        ("Regarding your enquiry, houseplants therefore need light.", "formality", 1),
+        ("Okay, so basically it's fine, don't worry.", "formality", -1),
+        ("Here is a joke for you: my plant is a fern, and it's funny.", "humor", 1),
+        ("This is a serious matter.", "humor", -1),
+        ("Water it weekly. Have you tried that?", "engagement", 1),
+        ("Water it weekly. That's all.", "engagement", -1),
+        ("Thank you for asking. Water it weekly, please.", "politeness", 1),
+        ("Obviously you should know this; it's stupid to ask.", "politeness", -1),
+        ("Wow, watering plants is exciting!", "enthusiasm", 1),
+        ("If I may, a modest suggestion: water it weekly.", "enthusiasm", -1),
+        ("Definitely water it weekly; it clearly works.", "confidence", 1),
+        ("I think you might water it weekly, but I'm not sure.", "confidence", -1),
+        ("Water it.", "verbosity", -1),
+        (" ".join(["Water the plant in the morning and keep it near a bright window."] * 4), "verbosity", 1),
+        ("Water the plant in the morning and keep it near a bright window, away from drafts.", "verbosity", 0),
+    ],
+)
+def test_the_style_judge_reads_each_pole_of_hand_made_responses(response, attribute, score):
+    assert style_scores(response, JUDGE)[attribute] == score
+
+
+def test_the_style_judge_leaves_unmarked_attributes_at_zero_and_weights_them_by_the_profile():
+    plain = "Water the plant in the morning and keep it near a bright window, away from drafts."
+    assert style_scores(plain, JUDGE) == {a: 0 for a in ATTRIBUTES}
+    polite = "Thank you for asking. Water the plant in the morning and keep it near a bright window."
+    assert style_utility(polite, {"politeness": 1.0, "verbosity": -1.0}, JUDGE) == 1.0
+    assert style_utility(polite, {"politeness": -0.5}, JUDGE) == -0.5
+    # style lines are not content: a polite opener adds no length
+    assert content_words("Thank you for asking. Water it.") == content_words("Water it.") == 2
+
+
+def test_the_style_judge_names_bad_input():
+    with pytest.raises(ValueError, match="non-empty response"):
+        style_scores("  ", JUDGE)
+    with pytest.raises(ValueError, match="does not score: \\['sarcasm'\\]"):
+        style_utility("Water it.", {"sarcasm": 1.0}, JUDGE)
+    with pytest.raises(ValueError, match="0 <= short_words < long_words"):
+        StyleJudge(short_words=30, long_words=8)
+    with pytest.raises(ValueError, match="as many known scores as texts"):
+        fit_style_judge(["a b c"], [1, 0])
+
+
+def test_the_fitted_judge_reads_held_out_bank_responses():
+    """Cuts fitted on bank 0's known verbosity; every attribute validated on bank 1 (other draws of the grammar)."""
+    fit = [r for rs in build_response_bank(0).responses.values() for r in rs]
+    held = [r for rs in build_response_bank(1).responses.values() for r in rs]
+    judge = fit_style_judge([r.text for r in fit], [r.scores["verbosity"] for r in fit])
+    accuracy = style_accuracy(judge, [r.text for r in held], [r.scores for r in held])
+    assert set(accuracy) == set(ATTRIBUTES)
+    assert min(accuracy.values()) >= 0.75, accuracy
+    assert sum(accuracy.values()) / len(accuracy) >= 0.9, accuracy

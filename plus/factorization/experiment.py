@@ -198,9 +198,11 @@ def embed_texts(texts: list[str], model_name: str, batch_size: int = 64, max_len
     return torch.cat(out)
 
 
-def _standardise(features: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit variance per feature over the bank (unsupervised; it only conditions the optimisation)."""
-    return (features - features.mean(0)) / features.std(0).clamp_min(1e-6)
+def _standardise(features: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
+    """Zero mean, unit variance per feature over the bank (unsupervised; it only conditions the optimisation);
+    with ``like``, on the scale of those features instead (new texts scored by a fit on the bank)."""
+    like = features if like is None else like
+    return (features - like.mean(0)) / like.std(0).clamp_min(1e-6)
 
 
 @dataclass
@@ -215,6 +217,8 @@ class AttributesProblem:
     inputs: list[str]  # phi's input texts (prompt and response), rows of bank.features
     mean_train_reward: torch.Tensor  # (R,) the training users' mean ground-truth reward of each response
     true_features: torch.Tensor  # (R, K) attribute scores projected on the span of all users' profiles (rank K)
+    raw_features: torch.Tensor | None = None  # (R, H) bank.features before standardising (new texts use its scale)
+    new_user_profiles: dict[str, dict[str, float]] = field(default_factory=dict)  # user id -> attribute weights
 
 
 def _embed_cached(texts: list[str], config: PrefExperimentConfig, cache: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -243,7 +247,8 @@ def build_attributes_problem(
     prompts = [bank.prompts[r.prompt_id] for r in responses]
     # phi's input: the prompt and the response together, as a reward model reads them.
     inputs = [f"{p}\n\n{t}" for p, t in zip(prompts, texts, strict=True)]
-    features = _standardise(_embed_cached(inputs, config, cache))
+    raw_features = _embed_cached(inputs, config, cache)
+    features = _standardise(raw_features)
     unique_prompts = sorted(set(prompts))
     prompt_embeddings = dict(
         zip(unique_prompts, _standardise(_embed_cached(unique_prompts, config, cache)), strict=True)
@@ -325,8 +330,9 @@ def build_attributes_problem(
             )
         )
     return AttributesProblem(
-        response_bank, population, new_users, user_ids, texts, inputs, mean_train_reward, true_features
-    )
+        response_bank, population, new_users, user_ids, texts, inputs, mean_train_reward, true_features,
+        raw_features, {user_id: rs[0]["ground_truth"]["profile"] for user_id, rs in new_records.items()},
+    )  # fmt: skip
 
 
 def default_methods(config: PrefExperimentConfig) -> list[NewUserMethod]:

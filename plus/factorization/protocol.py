@@ -170,12 +170,13 @@ class SingleBT:
     active: bool = False
     num_epochs: int = 300
     rewards: torch.Tensor | None = None  # (R,)
+    head: nn.Linear | None = None  # the fitted reward on features (it also scores texts outside the bank)
 
     def fit(self, bank: ResponseBank, population: TrainingPopulation, seed: int) -> None:
         chosen, rejected, _ = _population_triples(population)
-        head = fit_bradley_terry(bank.features, chosen, rejected, num_epochs=self.num_epochs, seed=seed)
+        self.head = fit_bradley_terry(bank.features, chosen, rejected, num_epochs=self.num_epochs, seed=seed)
         with torch.no_grad():
-            self.rewards = head(bank.features).squeeze(-1)
+            self.rewards = self.head(bank.features).squeeze(-1)
 
     def user_rewards(self, bank: ResponseBank, pairs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         assert self.rewards is not None, "fit first"
