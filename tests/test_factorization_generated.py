@@ -12,6 +12,7 @@ from plus.factorization.generated import (
     JUDGE_BEST,
     PREF,
     SINGLE_BT,
+    api_check,
     expected_outcomes,
     generate_candidates,
     generated_bars,
@@ -114,3 +115,21 @@ def test_missing_samples_are_named(smoke):
     short = {"samples": {"0": samples["samples"]["0"][:1]}, "seconds": {}}
     with pytest.raises(ValueError, match="seed 0: expected 2 x 3 samples"):
         run_generated(config, short)
+
+
+def test_the_api_check_asks_about_pref_picks_and_compares_with_the_style_judge(smoke):
+    from plus.api_judge import ApiJudge
+
+    config, _, samples, result = smoke
+    assert len(result["picks"]) == result["num_new_users"]
+    asked = []
+
+    def post(judge, payload):  # a stand-in endpoint that always prefers response A: every item ties
+        asked.append(payload)
+        return {"choices": [{"message": {"content": "A"}}]}
+
+    check = api_check(config, result, samples, ApiJudge("http://unused", "m"), num_items=3, post=post)
+    assert check["n"] == 3 and len(asked) == 6 and check["mean"] == 0.5
+    assert 0.0 <= check["agreement"] <= 1.0
+    with pytest.raises(ValueError, match="positive number of items"):
+        api_check(config, result, samples, ApiJudge("http://unused", "m"), num_items=0, post=post)

@@ -218,7 +218,7 @@ class AttributesProblem:
     mean_train_reward: torch.Tensor  # (R,) the training users' mean ground-truth reward of each response
     true_features: torch.Tensor  # (R, K) attribute scores projected on the span of all users' profiles (rank K)
     raw_features: torch.Tensor | None = None  # (R, H) bank.features before standardising (new texts use its scale)
-    new_user_profiles: dict[str, dict[str, float]] = field(default_factory=dict)  # user id -> attribute weights
+    new_user_truth: dict[str, dict] = field(default_factory=dict)  # user id -> ground truth (profile, description)
 
 
 def _embed_cached(texts: list[str], config: PrefExperimentConfig, cache: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -331,7 +331,7 @@ def build_attributes_problem(
         )
     return AttributesProblem(
         response_bank, population, new_users, user_ids, texts, inputs, mean_train_reward, true_features,
-        raw_features, {user_id: rs[0]["ground_truth"]["profile"] for user_id, rs in new_records.items()},
+        raw_features, {user_id: rs[0]["ground_truth"] for user_id, rs in new_records.items()},
     )  # fmt: skip
 
 

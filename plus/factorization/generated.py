@@ -17,11 +17,14 @@ at gpu) writes for each of the topic prompts, so phi, fitted on the bank, must s
 - **transfer**: the share of a prompt's sample pairs with different judged utility that lambda . phi orders as
   the judge does.
 
-Departures from PReF (Shenfeld et al.) best-of-N:
-- candidates come from a 135M generator asked for random attribute poles, not from the paper's policy model, and
-  the judge is `plus.judge.StyleJudge` (cue words and content length, validated on held-out bank responses), not
-  the paper's LLM judge; the comparison is with a random sample of the same N, not with the default model's
-  answer.
+Departures from PReF's (Shenfeld et al.) best-of-N on generations:
+- the candidates come from the profile's small generator (SmolLM2-135M-Instruct at cpu), each asked for an
+  attribute pole drawn at random, not from the paper's policy model sampled as it is: a 135M model's plain
+  samples barely differ in style, which leaves a ranking nothing to choose;
+- the judge is `plus.judge.StyleJudge` (content length, a closing question, exclamation marks and cue words;
+  validated on held-out bank responses, not on free text), not an LLM judge;
+- the picked sample is compared with a random sample of the same N (expected outcome, ties half), not with the
+  default model's answer.
 """
 
 from __future__ import annotations
@@ -226,11 +229,12 @@ def _cell(table: Sequence[Sequence[float]], reported: float | None = None) -> di
 def run_generated(config: GeneratedConfig, samples: dict) -> dict:
     """Fit PReF and the single BT model per seed, score every seed's samples, and judge the picks for every new
     user. Returns ``{"config", "judge", "judge_accuracy", "spread", "cells", "transfer", "bank_accuracy",
-    "examples", "seconds"}``: ``cells[method][k]`` the win rate vs a random sample (``k`` "-" for the rankings
+    "examples", "picks", "seconds"}``: ``cells[method][k]`` the win rate vs a random sample (``k`` "-" for the rankings
     that read no answers), ``transfer[method][k]`` the share of sample pairs ordered as the judge does,
     ``bank_accuracy[method][k]`` the accuracy on the user's held-out bank pairs, ``spread`` the share of samples
-    with a non-zero judged score per attribute; each cell with its 95% bootstrap interval over seeds and items
-    ((user, prompt) for win rates, users for the others)."""
+    with a non-zero judged score per attribute, ``picks`` PReF's pick per prompt after the most answers for every
+    new user of the first seed (what `api_check` asks an LLM about); each cell with its 95% bootstrap interval
+    over seeds and items ((user, prompt) for win rates, users for the others)."""
     began = time.perf_counter()
     judge, accuracy = fit_judge(config)
     prompts = [question for question, _ in TOPICS[: config.num_prompts]]
@@ -239,7 +243,7 @@ def run_generated(config: GeneratedConfig, samples: dict) -> dict:
     wins: dict[str, dict] = {PREF: {k: [] for k in counts}, SINGLE_BT: {"-": []}, JUDGE_BEST: {"-": []}}
     transfer: dict[str, dict] = {PREF: {k: [] for k in counts}, SINGLE_BT: {"-": []}}
     bank: dict[str, dict] = {PREF: {k: [] for k in counts}, SINGLE_BT: {"-": []}}
-    spread, examples, cache = [], [], {}
+    spread, examples, picks, cache = [], [], [], {}
     for seed in tqdm(config.seeds, desc="PReF fits (seed)"):
         try:
             texts = samples["samples"][str(seed)]
@@ -264,7 +268,7 @@ def run_generated(config: GeneratedConfig, samples: dict) -> dict:
             rows: dict[tuple[str, object], list] = {}  # per (method, k): this seed's items
             per_user: dict[tuple[str, object], dict[str, list]] = {}  # per (method, k): transfer and bank accuracy
             for position, user in enumerate(problem.new_users):
-                profile = problem.new_user_profiles[user.user_id]
+                profile = problem.new_user_truth[user.user_id]["profile"]
                 weights = torch.tensor([profile.get(a, 0.0) for a in ATTRIBUTES])
                 utilities = scores @ weights  # (B, N)
                 scored = {(SINGLE_BT, "-"): (bt_rewards, bt.rewards)}
@@ -282,6 +286,10 @@ def run_generated(config: GeneratedConfig, samples: dict) -> dict:
                         slot["transfer"].append(share)
                     slot["bank"].append(pair_metrics(test, user.test_labels)["accuracy"])
                 rows.setdefault((JUDGE_BEST, "-"), []).append(expected_outcomes(utilities, utilities.argmax(1)))
+                if seed == config.seeds[0]:
+                    truth = problem.new_user_truth[user.user_id]
+                    picks.append({"user": user.user_id, "description": truth["description"], "profile": profile,
+                                  "picked": scored[(PREF, counts[-1])][0].argmax(1).tolist()})  # fmt: skip
                 if seed == config.seeds[0] and position < 2:
                     pick = (phi @ lam).argmax(1)[0].item()
                     examples.append({"user": user.user_id, "prompt": prompts[0], "picked": texts[0][pick],
@@ -310,6 +318,7 @@ def run_generated(config: GeneratedConfig, samples: dict) -> dict:
         "bank_accuracy": cells_of(bank),
         "num_new_users": len(problem.new_users),
         "examples": examples,
+        "picks": picks,
         "seconds": time.perf_counter() - began,
         "generation_seconds": sum(samples["seconds"].get(str(s), 0.0) for s in config.seeds),
     }
@@ -398,3 +407,44 @@ def generated_note(result: dict) -> str:
         lines.append(f"- Transfer: after {k} answers, lambda . phi orders {_pct(agree)} of a prompt's sample pairs "
                      "as the judge does (50% is chance).")  # fmt: skip
     return "\n".join(lines)
+
+
+def win_rate_table(result: dict) -> list[dict]:
+    """The page's win-rate table: one row per ranking and number of answers, with the paper's value beside it."""
+    from plus.evaluation import format_interval
+
+    return [
+        {"ranking": LABELS[name], "answers": k, "win rate (%)": format_interval(cell),
+         "reported (%)": "" if cell["reported"] is None else f"{100 * cell['reported']:.1f}", "n": cell["n"]}
+        for name in (PREF, SINGLE_BT, JUDGE_BEST) for k, cell in result["cells"][name].items()
+    ]  # fmt: skip
+
+
+def api_check(
+    config: GeneratedConfig, result: dict, samples: dict, judge, num_items: int = 40, post=None
+) -> dict[str, float | int]:
+    """The optional LLM verdict (`plus.api_judge.judge_pair`, both orders) on the first ``num_items`` (user,
+    prompt) items of the first seed: PReF's pick after the most answers against one random other sample, given
+    the user's description. Returns the win rate with its 95% interval over items, and how often the LLM's
+    outcome equals the style judge's on the same pairs: ``{"mean", "ci_low", "ci_high", "n", "agreement"}``."""
+    from plus.api_judge import judge_pair
+    from plus.judge import pairwise_outcome, style_utility
+
+    if isinstance(num_items, bool) or not isinstance(num_items, int) or num_items < 1:
+        raise ValueError(f"api_check needs a positive number of items, got {num_items!r}")
+    style = StyleJudge(**result["judge"])
+    texts = samples["samples"][str(config.seeds[0])]
+    prompts = [question for question, _ in TOPICS[: config.num_prompts]]
+    rng = random.Random("api-check")
+    llm, agree = [], []
+    items = [(pick, b) for pick in result["picks"] for b in range(config.num_prompts)][:num_items]
+    for pick, b in tqdm(items, desc="API judge (items)"):
+        mine = pick["picked"][b]
+        other = rng.choice([j for j in range(config.num_candidates) if j != mine])
+        outcome = judge_pair(judge, pick["description"], prompts[b], texts[b][mine], texts[b][other], post)
+        exact = pairwise_outcome(*(style_utility(texts[b][j], pick["profile"], style) for j in (mine, other)))
+        llm.append(outcome)
+        agree.append(float(outcome == exact))
+    cell = _cell([llm])
+    return {"mean": cell["mean"], "ci_low": cell["ci_low"], "ci_high": cell["ci_high"], "n": len(llm),
+            "agreement": sum(agree) / len(agree)}  # fmt: skip
