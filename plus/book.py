@@ -220,6 +220,7 @@ DEPARTURES: tuple[tuple[str, str], ...] = (
     ("ICL", "plus.baselines.ICL"),
     ("Zero-shot personalized generation", "plus.personalize"),
     ("Readable, editable summaries", "plus.readable"),
+    ("PReF's best-of-N over generated text", "plus.factorization.generated"),
 )
 """The book's departures page: (method, the module or class whose docstring lists its departures)."""
 

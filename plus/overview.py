@@ -171,6 +171,17 @@ CLAIMS: tuple[Claim, ...] = (
     ),
     Claim(
         "PReF",
+        "Best-of-N over generated samples by the new user's PReF reward (10 answers) beats one BT model's pick "
+        "(paper: win rates vs the default answer, LLM judge; here: SmolLM2 samples vs a random one, style judge)",
+        "above",
+        tuple(
+            Cell("05_pref_best_of_n", "attributes", "test_new_users", "generated", m, metric)
+            for m, metric in (("pref-active", "win_rate@10"), ("single-bt", "win_rate"))
+        ),
+        (_pref("win_rate", "PReF (active)", 10), _pref("win_rate", "Single BT", 0)),
+    ),
+    Claim(
+        "PReF",
         "PReF on PRISM personas beats one BT model",
         "above",
         offline_blocker="PRISM prompts with simulated personas (not on PyPI)",
