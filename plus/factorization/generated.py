@@ -329,6 +329,11 @@ def _reported(name: str, k) -> float | None:
     return value.get(k) if isinstance(value, dict) else value
 
 
+def _by_answers(by_k: dict) -> list:
+    """The items of a ``{k: cell}`` dict in increasing number of answers (JSON keys sort as text: "10" < "5")."""
+    return sorted(by_k.items(), key=lambda item: -1 if item[0] == "-" else int(item[0]))
+
+
 def _metric(name: str, k: str) -> str:
     return name if k == "-" else f"{name}@{k}"
 
@@ -344,7 +349,7 @@ def generated_rows(result: dict) -> list[dict]:
     for key, subset, metric in (("cells", "generated", "win_rate"), ("transfer", "generated", "judge_agreement"),
                                 ("bank_accuracy", "bank", "accuracy")):  # fmt: skip
         for method, by_k in result[key].items():
-            for k, cell in by_k.items():
+            for k, cell in _by_answers(by_k):
                 if cell is not None:
                     rows.append({"dataset": dataset, "split": "test_new_users", "subset": subset, "method": method,
                                  "metric": _metric(metric, k), **cell, "seeds": seeds})  # fmt: skip
@@ -389,7 +394,7 @@ def generated_note(result: dict) -> str:
     lines = [f"Sanity bars: {len(bars) - len(failing)} of {len(bars)} hold."]
     if failing:
         lines[0] += " Failing: " + "; ".join(failing) + ". The comparison below is read with that in mind."
-    for k, cell in result["cells"][PREF].items():
+    for k, cell in _by_answers(result["cells"][PREF]):
         side = "above" if cell["ci_low"] > 0.5 else "below" if cell["ci_high"] < 0.5 else "no different from"
         reported = "" if cell["reported"] is None else f" (the paper reports {100 * cell['reported']:.1f}%)"
         lines.append(f"- PReF after {k} answers: {_pct(cell)}, {side} a random sample{reported}.")
@@ -406,6 +411,13 @@ def generated_note(result: dict) -> str:
     if agree is not None:
         lines.append(f"- Transfer: after {k} answers, lambda . phi orders {_pct(agree)} of a prompt's sample pairs "
                      "as the judge does (50% is chance).")  # fmt: skip
+        bank = result["bank_accuracy"][PREF][k]
+        if agree["ci_low"] <= 0.5 <= agree["ci_high"] and bank["ci_low"] > 0.5:
+            lines.append(
+                f"- So PReF knows these users where its features were fitted ({_pct(bank)} of their held-out bank "
+                "pairs right) but its phi, fitted on the bank's templated responses, does not carry over to this "
+                "generator's text: it orders the samples no better than chance."
+            )
     return "\n".join(lines)
 
 
@@ -416,7 +428,7 @@ def win_rate_table(result: dict) -> list[dict]:
     return [
         {"ranking": LABELS[name], "answers": k, "win rate (%)": format_interval(cell),
          "reported (%)": "" if cell["reported"] is None else f"{100 * cell['reported']:.1f}", "n": cell["n"]}
-        for name in (PREF, SINGLE_BT, JUDGE_BEST) for k, cell in result["cells"][name].items()
+        for name in (PREF, SINGLE_BT, JUDGE_BEST) for k, cell in _by_answers(result["cells"][name])
     ]  # fmt: skip
 
 
