@@ -12,6 +12,7 @@ from plus.factorization.generated import (
     JUDGE_BEST,
     PREF,
     SINGLE_BT,
+    TRUE_PHI,
     api_check,
     expected_outcomes,
     generate_candidates,
@@ -79,7 +80,8 @@ def test_the_smoke_run_scores_every_ranking_with_intervals(smoke, tmp_path):
     config, _, samples, result = smoke
     assert len(samples["samples"]["0"]) == config.num_prompts
     assert all(t.strip() for row in samples["samples"]["0"] for t in row)  # no empty sample survives
-    assert set(result["cells"]) == {PREF, SINGLE_BT, JUDGE_BEST}
+    assert set(result["cells"]) == {PREF, TRUE_PHI, SINGLE_BT, JUDGE_BEST}
+    assert set(result["cells"][TRUE_PHI]) == set(result["cells"][PREF])  # the same answers, another phi
     assert set(result["cells"][PREF]) == {str(k) for k in config.answer_counts}
     users = result["num_new_users"]
     for by_k in result["cells"].values():

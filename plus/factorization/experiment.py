@@ -219,6 +219,7 @@ class AttributesProblem:
     true_features: torch.Tensor  # (R, K) attribute scores projected on the span of all users' profiles (rank K)
     raw_features: torch.Tensor | None = None  # (R, H) bank.features before standardising (new texts use its scale)
     new_user_truth: dict[str, dict] = field(default_factory=dict)  # user id -> ground truth (profile, description)
+    attribute_scores: torch.Tensor | None = None  # (R, 7) each response's known scores on `ATTRIBUTES`
 
 
 def _embed_cached(texts: list[str], config: PrefExperimentConfig, cache: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -331,7 +332,7 @@ def build_attributes_problem(
         )
     return AttributesProblem(
         response_bank, population, new_users, user_ids, texts, inputs, mean_train_reward, true_features,
-        raw_features, {user_id: rs[0]["ground_truth"] for user_id, rs in new_records.items()},
+        raw_features, {user_id: rs[0]["ground_truth"] for user_id, rs in new_records.items()}, scores.float(),
     )  # fmt: skip
 
 

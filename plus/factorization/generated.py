@@ -11,6 +11,8 @@ at gpu) writes for each of the topic prompts, so phi, fitted on the bank, must s
 - **rankings**: PReF (active questions, `PrefNewUser`, the experiment's J) after k answers of each new user of the
   population, and the single BT model (answers ignored), both on the frozen MiniLM features of (prompt, sample)
   on the bank's scale; the **judge's best** (the sample the user's judged utility ranks first) is the ceiling;
+  **lambda on the true attributes** is the reference for a phi that transfers: a lambda fitted on the same k
+  answers (the pairs PReF asked) over the bank's known attribute scores, applied to the samples' judged ones;
 - **win rate vs a random sample**: per (user, prompt), the user's comparison of the picked sample with each of the
   N samples, averaged (the expected outcome against a uniformly random sample; ties count half), so a ranking
   that knows nothing scores 50%; 95% bootstrap over seeds and (user, prompt) items;
@@ -44,6 +46,7 @@ from plus.config import check_number
 from plus.data.attributes import ATTRIBUTES, POLE_DESCRIPTIONS, build_response_bank
 from plus.data.topics import TOPICS
 from plus.evaluation import bootstrap_interval
+from plus.factorization.core import fit_user_weights
 from plus.factorization.experiment import (
     PrefExperimentConfig,
     _embed_cached,
@@ -55,8 +58,9 @@ from plus.factorization.experiment import (
 from plus.factorization.protocol import PrefNewUser, SingleBT, answer_order, pair_metrics, question_order
 from plus.judge import StyleJudge, fit_style_judge, style_scores
 
-PREF, SINGLE_BT, JUDGE_BEST = "pref-active", "single-bt", "judge-best"
-LABELS = {PREF: "PReF (active)", SINGLE_BT: "Single BT", JUDGE_BEST: "judge's best (ceiling)"}
+PREF, TRUE_PHI, SINGLE_BT, JUDGE_BEST = "pref-active", "true-phi", "single-bt", "judge-best"
+LABELS = {PREF: "PReF (active)", TRUE_PHI: "lambda on the true attributes", SINGLE_BT: "Single BT",
+          JUDGE_BEST: "judge's best (ceiling)"}  # fmt: skip
 REPORTED_WIN_RATE = {PREF: {5: 0.68, 10: 0.705, 40: 0.81}, SINGLE_BT: 0.548}
 """PReF's reported best-of-N win rates on Attributes (`plus.factorization.experiment.REPORTED_ATTRIBUTES`; read
 off the paper's figure, against the default model's answer, judged by an LLM)."""
@@ -240,9 +244,10 @@ def run_generated(config: GeneratedConfig, samples: dict) -> dict:
     prompts = [question for question, _ in TOPICS[: config.num_prompts]]
     counts = sorted(config.answer_counts)
     paired: list[list[float]] = []  # per seed: PReF at the most answers minus the single BT model, per item
-    wins: dict[str, dict] = {PREF: {k: [] for k in counts}, SINGLE_BT: {"-": []}, JUDGE_BEST: {"-": []}}
-    transfer: dict[str, dict] = {PREF: {k: [] for k in counts}, SINGLE_BT: {"-": []}}
-    bank: dict[str, dict] = {PREF: {k: [] for k in counts}, SINGLE_BT: {"-": []}}
+    answered_by = {PREF: {k: [] for k in counts}, TRUE_PHI: {k: [] for k in counts}, SINGLE_BT: {"-": []}}
+    wins: dict[str, dict] = {**answered_by, JUDGE_BEST: {"-": []}}
+    transfer: dict[str, dict] = {name: {k: [] for k in by_k} for name, by_k in answered_by.items()}
+    bank: dict[str, dict] = {name: {k: [] for k in by_k} for name, by_k in answered_by.items()}
     spread, examples, picks, cache = [], [], [], {}
     for seed in tqdm(config.seeds, desc="PReF fits (seed)"):
         try:
@@ -258,6 +263,8 @@ def run_generated(config: GeneratedConfig, samples: dict) -> dict:
             [[[style_scores(t, judge)[a] for a in ATTRIBUTES] for t in row] for row in texts], dtype=torch.float32
         )  # (B, N, 7)
         spread.append((scores != 0).float().mean((0, 1)))
+        known = problem.attribute_scores  # (R, 7): the bank's true attribute scores, and the samples' judged ones
+        true_bank, true_samples = _standardise(known), _standardise(scores, like=known)
         with torch_threads(config.pref.num_threads):
             pref, bt = PrefNewUser(config.pref.pref, active=True), SingleBT(num_epochs=config.pref.num_bt_epochs)
             for method in (pref, bt):
@@ -275,8 +282,13 @@ def run_generated(config: GeneratedConfig, samples: dict) -> dict:
                 order = question_order(user, seed, position)
                 for n, answered in answer_order(pref, problem.bank, user, max(counts), order):
                     if n in counts:
-                        lam = pref.user_weights(user.question_pairs[answered], user.question_labels[answered])
+                        pairs, labels = user.question_pairs[answered], user.question_labels[answered]
+                        lam = pref.user_weights(pairs, labels)
                         scored[(PREF, n)] = (phi @ lam, pref.phi @ lam)
+                        diffs = true_bank[pairs[:, 0]] - true_bank[pairs[:, 1]]
+                        prior, settings = torch.zeros(len(ATTRIBUTES)), config.pref.pref
+                        lam_true = fit_user_weights(diffs, labels, prior, settings.user_l2, settings.num_newton_steps)
+                        scored[(TRUE_PHI, n)] = (true_samples @ lam_true, true_bank @ lam_true)
                 for (name, k), (rewards, bank_rewards) in scored.items():
                     rows.setdefault((name, k), []).append(expected_outcomes(utilities, rewards.argmax(1)))
                     share, _ = ordered_like_judge(rewards, utilities)
@@ -398,6 +410,13 @@ def generated_note(result: dict) -> str:
         side = "above" if cell["ci_low"] > 0.5 else "below" if cell["ci_high"] < 0.5 else "no different from"
         reported = "" if cell["reported"] is None else f" (the paper reports {100 * cell['reported']:.1f}%)"
         lines.append(f"- PReF after {k} answers: {_pct(cell)}, {side} a random sample{reported}.")
+    true = _by_answers(result["cells"].get(TRUE_PHI, {}))
+    if true:
+        k, cell = true[-1]
+        lines.append(
+            f"- Lambda on the true attributes (the same answers, a phi that reads the judged attributes): {_pct(cell)}"
+            f" after {k} answers: what a phi that transfers to generated text would give."
+        )
     bt, best = result["cells"][SINGLE_BT]["-"], result["cells"][JUDGE_BEST]["-"]
     lines.append(f"- Single BT: {_pct(bt)} (the paper reports {100 * REPORTED_WIN_RATE[SINGLE_BT]:.1f}%); the "
                  f"judge's best sample: {_pct(best)}.")  # fmt: skip
@@ -428,7 +447,7 @@ def win_rate_table(result: dict) -> list[dict]:
     return [
         {"ranking": LABELS[name], "answers": k, "win rate (%)": format_interval(cell),
          "reported (%)": "" if cell["reported"] is None else f"{100 * cell['reported']:.1f}", "n": cell["n"]}
-        for name in (PREF, SINGLE_BT, JUDGE_BEST) for k, cell in _by_answers(result["cells"][name])
+        for name in (PREF, TRUE_PHI, SINGLE_BT, JUDGE_BEST) for k, cell in _by_answers(result["cells"][name])
     ]  # fmt: skip
 
 
