@@ -64,7 +64,12 @@ def _plus(method: str, column: str) -> float | None:
 
 
 def _pref(metric: str, method: str, k: int) -> float | None:
-    return REPORTED_ATTRIBUTES.get(metric, {}).get(method, {}).get(k)
+    """PReF's reported value of ``method`` after ``k`` answers; the single BT model ignores answers, so its
+    (flat) line gives its value at any k."""
+    values = REPORTED_ATTRIBUTES.get(metric, {}).get(method, {})
+    if method == "Single BT" and values:
+        return next(iter(values.values()))
+    return values.get(k)
 
 
 def _rm(method: str, column: str) -> Cell:
