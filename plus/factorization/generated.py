@@ -56,7 +56,7 @@ from plus.factorization.experiment import (
     torch_threads,
 )
 from plus.factorization.protocol import PrefNewUser, SingleBT, answer_order, pair_metrics, question_order
-from plus.judge import StyleJudge, fit_style_judge, style_scores
+from plus.judge import StyleJudge, fit_style_judge, style_correct, style_scores
 
 PREF, TRUE_PHI, SINGLE_BT, JUDGE_BEST = "pref-active", "true-phi", "single-bt", "judge-best"
 LABELS = {PREF: "PReF (active)", TRUE_PHI: "lambda on the true attributes", SINGLE_BT: "Single BT",
@@ -212,11 +212,8 @@ def fit_judge(config: GeneratedConfig) -> tuple[StyleJudge, dict[str, dict]]:
     fit = [r for rs in build_response_bank(config.judge_fit_bank).responses.values() for r in rs]
     held = [r for rs in build_response_bank(config.judge_fit_bank + 1).responses.values() for r in rs]
     judge = fit_style_judge([r.text for r in fit], [r.scores["verbosity"] for r in fit])
-    judged = [style_scores(r.text, judge) for r in held]
-    accuracy = {
-        a: _cell([[float(j[a] == r.scores[a]) for j, r in zip(judged, held, strict=True)]]) for a in ATTRIBUTES
-    }
-    return judge, accuracy
+    correct = style_correct(judge, [r.text for r in held], [r.scores for r in held])
+    return judge, {a: _cell([correct[a]]) for a in ATTRIBUTES}
 
 
 def _cell(table: Sequence[Sequence[float]], reported: float | None = None) -> dict | None:
