@@ -325,7 +325,7 @@ def fit_style_judge(texts: Sequence[str], verbosity: Sequence[int]) -> StyleJudg
 def style_correct(judge: StyleJudge, texts: Sequence[str], scores: Sequence[dict[str, int]]) -> dict[str, list[float]]:
     """Per attribute, 1.0 for each of ``texts`` whose judged score equals the known one, else 0.0."""
     if len(texts) != len(scores) or not texts:
-        raise ValueError(f"style_accuracy needs as many known scores as texts, got {len(texts)} and {len(scores)}")
+        raise ValueError(f"the style judge needs as many known scores as texts, got {len(texts)} and {len(scores)}")
     judged = [style_scores(t, judge) for t in texts]
     return {a: [float(j[a] == s[a]) for j, s in zip(judged, scores, strict=True)] for a in scores[0]}
 
