@@ -221,6 +221,7 @@ DEPARTURES: tuple[tuple[str, str], ...] = (
     ("Zero-shot personalized generation", "plus.personalize"),
     ("Readable, editable summaries", "plus.readable"),
     ("PReF's best-of-N over generated text", "plus.factorization.generated"),
+    ("Flexible contexts", "plus.flexible_contexts"),
 )
 """The book's departures page: (method, the module or class whose docstring lists its departures)."""
 

@@ -1,0 +1,250 @@
+"""Flexible contexts: do the context readers learn a user from unlabelled conversations or a self-written user
+guide as well as from labelled pairs?
+
+The same UF-P-4-like users, target pairs and labels under three kinds of context (`CONTEXT_KINDS`, built by
+`plus.data.flexible`): 2-4 labelled pairs (the benchmark's), three unlabelled past conversations, and a short
+first-person user guide. Each context reader (`READERS`: ICL reads the context as text, PLUS-untrained reads
+SmolLM2's summary of it) is trained and evaluated once per kind, three seeds, with `plus.evaluation.run_benchmark`;
+BTL (user-blind) and Oracle (the true description) are run once, on the labelled-pair set: neither reads the
+context, and the records are otherwise the same. Because every kind has the same test pairs in the same order,
+two cells are compared pair by pair (`paired_difference`).
+
+The paper reports PLUS (trained) 9-16% above ICL on flexible contexts (`REPORTED_GAIN`); PLUS itself is not run
+here (one co-adaptation run per kind and seed is 54-97 min at the cpu profile), so PLUS-untrained is compared
+with ICL, and the page says so.
+
+Departures from the PLUS paper's flexible-context experiment:
+
+- the users are the UF-P-4-like synthetic ones and their flexible contexts are built from the same response bank
+  (`plus.data.flexible`), not real users' chat logs and self-descriptions: the true preference is known, so a
+  context reader that learns nothing is seen as such (BTL, the user-blind model, is the floor);
+- PLUS-untrained (the frozen summarizer) stands in for the trained PLUS, which is not run per kind at the cpu
+  profile (one co-adaptation run per kind and seed is about an hour there);
+- at the cpu profile, 256 training records and 200 test pairs per kind (at the benchmark's 512 x 400 this table
+  would be ~7 h of 2-core compute, estimated from the benchmark's per-seed times), so the table's labelled-pair
+  column is not the benchmark's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from plus.evaluation import (
+    CHANCE_BAND,
+    MAJORITY,
+    BenchmarkConfig,
+    benchmark_config,
+    bootstrap_interval,
+    find_row,
+    format_interval,
+)
+
+POPULATION = "uf-p-4-synthetic"
+"""The labelled-pair data set; its flexible versions are ``<POPULATION>-conversations`` and ``-user-guide``."""
+CONTEXT_KINDS: dict[str, str] = {
+    "labelled pairs": POPULATION,
+    "conversations": f"{POPULATION}-conversations",
+    "user guide": f"{POPULATION}-user-guide",
+}
+"""Context kind (as the page names it) -> data set of `plus.data.build_dataset`."""
+READERS: tuple[str, ...] = ("icl", "plus-untrained")
+"""Methods that read the context, run on every kind."""
+REFERENCES: tuple[str, ...] = ("btl", "oracle")
+"""Methods that do not read the context, run once, on the labelled-pair set."""
+REPORTED_GAIN = "9-16%"
+"""The PLUS paper's flexible-context result, as REPORTED (REFERENCE.md): PLUS above ICL, per kind; a quotation."""
+SPLIT = "test"
+"""The held-out split of the table (seen users, held-out pairs; every UF-P pair is contested)."""
+
+
+def flexible_config(profile_name: str, **changes) -> BenchmarkConfig:
+    """The benchmark config of this experiment at a profile (`plus.evaluation.benchmark_config`) over the three
+    kinds, `REFERENCES` only on the labelled-pair set. cpu: 256 training records x 8 epochs and 200 test pairs
+    (every one contested), only ``test``: about half the compute of the benchmark's 512 x 400, which would be ~7 h
+    of 2-core compute for this table (ICL is ~20 min a seed there, and PLUS-untrained needs a SmolLM2 summary of
+    every distinct context: 912 per kind)."""
+    from plus.config import get_profile
+
+    sizes = {"num_train": 256, "num_test": 200} if get_profile(profile_name).name == "cpu" else {}
+    datasets = tuple(CONTEXT_KINDS.values())
+    skip = tuple(f"{dataset}:{method}" for dataset in datasets[1:] for method in REFERENCES)
+    methods = REFERENCES + READERS
+    config = benchmark_config(profile_name, datasets=datasets, methods=methods, skip=skip, splits=(SPLIT,), **sizes)
+    return replace(config, **changes)
+
+
+def _outcomes(results: dict, dataset: str, method: str, subset: str = "contested") -> list[list[float]] | None:
+    """Per seed, the per-pair credits of one cell of a `run_benchmark` artifact on `SPLIT` (None if not run)."""
+    runs = results["runs"].get(dataset, {}).get(method)
+    if not runs:
+        return None
+    key = "contested_outcomes" if subset == "contested" else "outcomes"
+    return [run[SPLIT][key] for run in runs]
+
+
+def paired_difference(results: dict, first: tuple[str, str], second: tuple[str, str]) -> dict | None:
+    """Accuracy of cell ``first`` minus cell ``second`` ((data set, method) each) on the contested `SPLIT` pairs,
+    pair by pair and seed by seed (the kinds share their test pairs, in order, and their seeds): ``mean``, a 95%
+    bootstrap interval over seeds and pairs, ``n`` pairs. None when either cell is not run."""
+    a, b = _outcomes(results, *first), _outcomes(results, *second)
+    if a is None or b is None:
+        return None
+    if len(a) != len(b) or any(len(x) != len(y) for x, y in zip(a, b, strict=True)):
+        raise ValueError(f"{first} and {second} do not share their seeds and test pairs; cannot pair them")
+    differences = [[x - y for x, y in zip(row_a, row_b, strict=True)] for row_a, row_b in zip(a, b, strict=True)]
+    low, high = bootstrap_interval(differences)
+    mean = sum(map(sum, differences)) / sum(map(len, differences))
+    return {"mean": mean, "ci_low": low, "ci_high": high, "n": len(differences[0])}
+
+
+def comparisons(results: dict) -> list[dict]:
+    """The experiment's paired differences (`paired_difference`), each with what it asks: per kind, PLUS-untrained
+    minus ICL (the paper's comparison, with PLUS-untrained for PLUS) and each reader minus BTL (does it learn the
+    user from this kind at all); per reader and flexible kind, minus the same reader on labelled pairs. Cells not
+    run are left out."""
+    labelled = CONTEXT_KINDS["labelled pairs"]
+    asks = []
+    for kind, dataset in CONTEXT_KINDS.items():
+        asks.append((kind, "plus-untrained", (dataset, "plus-untrained"), (dataset, "icl"), "icl"))
+        asks += [(kind, reader, (dataset, reader), (labelled, "btl"), "btl") for reader in READERS]
+        if dataset != labelled:
+            asks += [(kind, reader, (dataset, reader), (labelled, reader), "labelled-pairs") for reader in READERS]
+    out = []
+    for kind, method, first, second, against in asks:
+        cell = paired_difference(results, first, second)
+        if cell is not None:
+            out.append({"kind": kind, "dataset": first[0], "method": method, "minus": against, **cell})
+    return out
+
+
+def comparison_rows(results: dict) -> list[dict]:
+    """`comparisons` as ``table.json`` rows (``../shared/RESULTS.md``): metric ``accuracy_minus/<the other cell>``
+    (``icl``, ``btl`` or ``labelled-pairs``: the same method on labelled pairs), contested subset."""
+    seeds = list(results["config"]["seeds"])
+    return [
+        {"dataset": c["dataset"], "split": SPLIT, "subset": "contested", "method": c["method"],
+         "metric": f"accuracy_minus/{c['minus']}", "mean": c["mean"], "ci_low": c["ci_low"], "ci_high": c["ci_high"],
+         "n": c["n"], "seeds": seeds, "reported": None}
+        for c in comparisons(results)
+    ]  # fmt: skip
+
+
+def kind_table(rows: Sequence[dict], labels: dict[str, str]):
+    """A pandas DataFrame of the accuracies (%, contested `SPLIT` pairs, "mean [low, high]"): one row per method
+    (named by ``labels``), one column per context kind, and the paper's reported UF-P-4 number (labelled pairs)
+    beside; the references (BTL, Oracle, the user-blind ceiling) read no context, so they fill the labelled-pair
+    column only. Empty where a run is absent."""
+    import pandas as pd
+
+    table = {}
+    for method, label in labels.items():
+        row = {}
+        for kind, dataset in CONTEXT_KINDS.items():
+            cell = find_row(rows, dataset, SPLIT, "contested", method)
+            row[kind] = "" if cell is None else format_interval(cell)
+        cell = find_row(rows, CONTEXT_KINDS["labelled pairs"], SPLIT, "contested", method)
+        reported = None if cell is None else cell["reported"]
+        row["reported, labelled pairs"] = "" if reported is None else f"{100 * reported:.1f}"
+        table[label] = row
+    return pd.DataFrame(table).T
+
+
+def flexible_bars(rows: Sequence[dict]) -> list[dict]:
+    """The checks that must hold before the readers are compared, on the labelled-pair set's contested `SPLIT`
+    pairs: Oracle clearly above BTL (intervals disjoint: this reward model can read a statement of the user's
+    preference), and BTL within `plus.evaluation.CHANCE_BAND` of the user-blind ceiling (the pairs are contested:
+    a model that ignores the user gains nothing beyond the majority). ``holds`` is None where a run is absent."""
+    dataset = CONTEXT_KINDS["labelled pairs"]
+    oracle, btl = (find_row(rows, dataset, SPLIT, "contested", m) for m in ("oracle", "btl"))
+    ceiling = find_row(rows, dataset, SPLIT, "contested", MAJORITY)
+    level = 0.5 if ceiling is None else ceiling["mean"]
+    return [
+        {"bar": "Oracle clearly above BTL (its lower bound above BTL's upper bound)",
+         "value": None if oracle is None else oracle["ci_low"],
+         "threshold": None if btl is None else btl["ci_high"],
+         "holds": None if oracle is None or btl is None else oracle["ci_low"] > btl["ci_high"]},
+        {"bar": f"BTL within {100 * CHANCE_BAND:.0f} points of the user-blind ceiling ({100 * level:.1f}%)",
+         "value": None if btl is None else btl["mean"], "threshold": level,
+         "holds": None if btl is None else abs(btl["mean"] - level) <= CHANCE_BAND},
+    ]  # fmt: skip
+
+
+def _sign(cell: dict) -> str:
+    if cell["ci_low"] > 0:
+        return "above"
+    return "below" if cell["ci_high"] < 0 else "no different from"
+
+
+def _points(cell: dict) -> str:
+    return f"{100 * cell['mean']:+.1f} [{100 * cell['ci_low']:+.1f}, {100 * cell['ci_high']:+.1f}] points"
+
+
+def flexible_note(results: dict, rows: Sequence[dict], labels: dict[str, str]) -> str:
+    """What the run shows, in words, every figure read from the results: the bars; per kind, each reader's
+    accuracy and its difference from BTL, from the same reader on labelled pairs and (PLUS-untrained) from ICL;
+    and whether the paper's claim (PLUS above ICL on flexible contexts) holds here."""
+    bars = flexible_bars(rows)
+    held = [b for b in bars if b["holds"]]
+    lines = [f"Sanity bars: {len(held)} of {len(bars)} hold" + (
+        "." if len(held) == len(bars) else
+        " (" + "; ".join(f"not held: {b['bar']}" for b in bars if not b["holds"]) + "), so the comparisons below do "
+        "not mean what they would otherwise.")]  # fmt: skip
+    against = {"btl": "vs BTL", "labelled-pairs": "vs itself on labelled pairs", "icl": "vs ICL"}
+    verdicts = {"above": "above", "below": "below", "no different from": "no difference"}
+    found = comparisons(results)
+    for kind, dataset in CONTEXT_KINDS.items():
+        parts = []
+        for reader in READERS:
+            cell = find_row(rows, dataset, SPLIT, "contested", reader)
+            if cell is None:
+                parts.append(f"{labels[reader]} not run at this profile")
+                continue
+            said = [f"{against[c['minus']]} {_points(c)}: {verdicts[_sign(c)]}" for c in found
+                    if c["dataset"] == dataset and c["method"] == reader]  # fmt: skip
+            parts.append(f"{labels[reader]} {format_interval(cell)}% (" + "; ".join(said) + ")")
+        lines.append(f"- {kind}: " + "; ".join(parts) + ".")
+    flexible = [c for c in found if c["minus"] == "icl" and c["kind"] != "labelled pairs"]
+    if not flexible:
+        verdict = "is not tested here: PLUS-untrained and ICL were not both run on a flexible kind."
+    elif all(c["ci_low"] > 0 for c in flexible):
+        verdict = "holds here for PLUS-untrained (the trained PLUS is not run): above ICL on every flexible kind."
+    else:
+        parts = [f"{c['kind']}: {_sign(c)} ICL" for c in flexible]
+        verdict = ("does not hold here with PLUS-untrained standing in for PLUS (the trained PLUS is not run): "
+                   + "; ".join(parts) + ".")  # fmt: skip
+    seeds = len(results["config"]["seeds"])
+    lines.append(f"\nDifferences are paired, in points, over the same contested test pairs and {seeds} seed(s) "
+                 f"(\"above\"/\"below\": the 95% interval excludes 0). **What holds here.** The paper reports PLUS "
+                 f"{REPORTED_GAIN} above ICL on flexible contexts; that claim {verdict}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def context_gallery(config: BenchmarkConfig, output_dir: str, num_users: int = 2, width: int = 400) -> list[dict]:
+    """Per context kind, the first `SPLIT` record of each of the first ``num_users`` users: the user's true poles,
+    the context (cut at ``width`` characters) and PLUS-untrained's summary of it, read from the experiment's
+    summary cache ``output_dir/summaries.jsonl`` (generated there if absent: a few contexts)."""
+    from plus.baselines import plus_untrained_summaries
+    from plus.data import build_dataset
+
+    out = []
+    for kind, dataset in CONTEXT_KINDS.items():
+        records = build_dataset(dataset, config.data_seed, num_train=config.num_train, num_test=config.num_test)
+        shown: dict[str, dict] = {}
+        for record in records:
+            if record["split"] == SPLIT and len(shown) < num_users:
+                shown.setdefault(record["user_id"], record)
+        summaries = plus_untrained_summaries(
+            list(shown.values()),
+            config.summarizer_model,
+            config.max_summary_tokens,
+            f"{output_dir}/summaries.jsonl",
+            seed=config.data_seed,
+            batch_size=config.summary_batch_size,
+        )
+        for user, record in shown.items():
+            context = record["context"]
+            cut = context if len(context) <= width else context[:width] + " [...]"
+            out.append({"user": user, "prefers": ", ".join(record["ground_truth"]["poles"]), "kind": kind,
+                        "context": cut, "PLUS-untrained summary": summaries[context]})  # fmt: skip
+    return out

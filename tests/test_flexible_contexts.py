@@ -1,0 +1,137 @@
+"""The flexible-context experiment: its config, the pairing of kinds, the paired differences, bars and verdict."""
+
+import pytest
+
+from plus.data import build_dataset
+from plus.evaluation import MAJORITY, table_rows
+from plus.flexible_contexts import (
+    CONTEXT_KINDS,
+    READERS,
+    REFERENCES,
+    SPLIT,
+    comparison_rows,
+    comparisons,
+    flexible_bars,
+    flexible_config,
+    flexible_note,
+    kind_table,
+    paired_difference,
+)
+
+LABELS = {"btl": "BTL", "oracle": "Oracle", "icl": "ICL", "plus-untrained": "PLUS-untrained", MAJORITY: "ceiling"}
+
+
+def test_cpu_config_runs_the_references_once_and_every_reader_on_every_kind():
+    config = flexible_config("cpu")
+    assert config.datasets == tuple(CONTEXT_KINDS.values())
+    assert (config.num_train, config.num_test, config.splits, len(config.seeds)) == (256, 200, (SPLIT,), 3)
+    run = config.grid - set(config.skip)
+    for dataset in config.datasets:
+        assert {f"{dataset}:{reader}" for reader in READERS} <= run
+        for reference in REFERENCES:
+            assert (f"{dataset}:{reference}" in run) == (dataset == CONTEXT_KINDS["labelled pairs"])
+
+
+def test_the_kinds_share_their_test_pairs_in_order():
+    """What `paired_difference` relies on: the same records, pairs and labels; only the context differs."""
+    sets = [build_dataset(name, 0, num_train=16, num_test=12) for name in CONTEXT_KINDS.values()]
+    keys = ("split", "user_id", "eval_prompt", "eval_chosen", "eval_rejected", "contested")
+    first = [tuple(r[k] for k in keys) for r in sets[0]]
+    for other in sets[1:]:
+        assert [tuple(r[k] for k in keys) for r in other] == first
+    assert len({r["context"] for r in sets[1] + sets[2]} & {r["context"] for r in sets[0]}) == 0
+
+
+def run(credits_per_seed: list[list[float]]) -> list[dict]:
+    """A `run_benchmark` per-seed result list whose `SPLIT` credits are ``credits_per_seed`` (all contested)."""
+    out = []
+    for credits in credits_per_seed:
+        mean = sum(credits) / len(credits)
+        metrics = {"accuracy": mean, "contested_accuracy": mean, "agreed_accuracy": None, "num_pairs": len(credits)}
+        metrics |= {"num_contested": len(credits), "outcomes": credits, "contested_outcomes": credits}
+        out.append({SPLIT: metrics | {"agreed_outcomes": []}, "train": {"run_seconds": 1.0}})
+    return out
+
+
+def fake_results(cells: dict[tuple[str, str], list[list[float]]]) -> dict:
+    """A `run_benchmark` artifact with the given (data set, method) cells (aggregated like the real one)."""
+    from plus.evaluation import aggregate_over_seeds
+
+    results = {"config": {"seeds": [0, 1, 2], "data_seed": 0}, "runs": {}, "aggregate": {}}
+    for (dataset, method), credits in cells.items():
+        per_seed = run(credits)
+        results["runs"].setdefault(dataset, {})[method] = per_seed
+        results["aggregate"].setdefault(dataset, {})[method] = aggregate_over_seeds(
+            [{k: v for k, v in m.items() if k != "train"} for m in per_seed]
+        )
+    return results
+
+
+LABELLED, CONVERSATIONS, GUIDE = CONTEXT_KINDS.values()
+N = 40
+RIGHT, WRONG, HALF = [[1.0] * N] * 3, [[0.0] * N] * 3, [[1.0, 0.0] * (N // 2)] * 3
+
+
+def test_paired_difference_pairs_seeds_and_pairs():
+    results = fake_results({(GUIDE, "plus-untrained"): RIGHT, (GUIDE, "icl"): HALF})
+    cell = paired_difference(results, (GUIDE, "plus-untrained"), (GUIDE, "icl"))
+    assert cell["mean"] == pytest.approx(0.5) and cell["n"] == N
+    assert cell["ci_low"] <= 0.5 <= cell["ci_high"] and cell["ci_low"] > 0
+    assert paired_difference(results, (GUIDE, "plus-untrained"), (CONVERSATIONS, "icl")) is None
+    same = paired_difference(results, (GUIDE, "icl"), (GUIDE, "icl"))
+    assert (same["mean"], same["ci_low"], same["ci_high"]) == (0.0, 0.0, 0.0)
+
+
+def test_paired_difference_refuses_cells_that_do_not_share_pairs():
+    results = fake_results({(GUIDE, "icl"): HALF, (LABELLED, "icl"): [[1.0] * (N - 2)] * 3})
+    with pytest.raises(ValueError, match="do not share their seeds and test pairs"):
+        paired_difference(results, (GUIDE, "icl"), (LABELLED, "icl"))
+
+
+def full_results(plus_on_flexible: list[list[float]]) -> dict:
+    cells = {(LABELLED, "btl"): HALF, (LABELLED, "oracle"): RIGHT}
+    for dataset in CONTEXT_KINDS.values():
+        cells[(dataset, "icl")] = HALF
+        cells[(dataset, "plus-untrained")] = HALF if dataset == LABELLED else plus_on_flexible
+    return fake_results(cells)
+
+
+def test_comparisons_ask_each_question_once_and_rows_follow_the_table_format():
+    results = full_results(RIGHT)
+    asked = {(c["kind"], c["method"], c["minus"]) for c in comparisons(results)}
+    assert len(asked) == len(comparisons(results)) == 3 * 3 + 2 * 2  # per kind: P-U - ICL, 2 x - BTL; flexible: 2
+    assert ("user guide", "plus-untrained", "icl") in asked
+    assert ("labelled pairs", "icl", "labelled-pairs") not in asked
+    rows = comparison_rows(results)
+    guide = next(r for r in rows if r["dataset"] == GUIDE and r["metric"] == "accuracy_minus/icl")
+    assert guide["mean"] == pytest.approx(0.5) and guide["seeds"] == [0, 1, 2] and guide["reported"] is None
+    del results["runs"][CONVERSATIONS]["plus-untrained"]
+    assert not any(c["dataset"] == CONVERSATIONS and c["method"] == "plus-untrained" for c in comparisons(results))
+
+
+def test_bars_hold_fail_or_read_not_run():
+    rows = table_rows(full_results(RIGHT))
+    assert [b["holds"] for b in flexible_bars(rows)] == [True, True]  # Oracle 100 vs BTL 50; BTL at 50 (no ceiling)
+    rows_btl_high = table_rows(fake_results({(LABELLED, "btl"): RIGHT, (LABELLED, "oracle"): RIGHT}))
+    assert [b["holds"] for b in flexible_bars(rows_btl_high)] == [False, False]
+    assert [b["holds"] for b in flexible_bars(table_rows(fake_results({(GUIDE, "icl"): HALF})))] == [None, None]
+
+
+def test_note_says_whether_the_papers_claim_holds():
+    results = full_results(RIGHT)
+    note = flexible_note(results, table_rows(results) + comparison_rows(results), LABELS)
+    assert "Sanity bars: 2 of 2 hold." in note and "that claim holds here for PLUS-untrained" in note
+    results = full_results(HALF)
+    note = flexible_note(results, table_rows(results), LABELS)
+    assert "does not hold here" in note and "user guide: no different from ICL" in note
+    results = fake_results({(LABELLED, "btl"): HALF, (LABELLED, "oracle"): RIGHT, (LABELLED, "icl"): HALF})
+    note = flexible_note(results, table_rows(results), LABELS)
+    assert "is not tested here" in note and "PLUS-untrained not run at this profile" in note
+
+
+def test_kind_table_puts_the_reported_numbers_beside_the_labelled_pairs_only():
+    results = full_results(WRONG)
+    table = kind_table(table_rows(results), LABELS)
+    assert table.loc["PLUS-untrained", "user guide"].startswith("0.0 [0.0, 0.0]")
+    assert table.loc["ICL", "reported, labelled pairs"] == "57.2"  # REPORTED_PLUS_TABLE's UF-P-4, the paper's
+    assert table.loc["BTL", "conversations"] == ""
