@@ -500,7 +500,7 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | Path) -> dict:
             results["seconds"]["runs_total"] += sum(m["train"]["run_seconds"] for m in per_seed)
         ceiling = majority_accuracy(records, config.splits)
         if ceiling:
-            results["aggregate"][dataset][MAJORITY] = aggregate_over_seeds([ceiling])
+            results["aggregate"].setdefault(dataset, {})[MAJORITY] = aggregate_over_seeds([ceiling])
     bar.close()
     results["seconds"]["total"] = time.perf_counter() - began
     write_json(output_dir / "results.json", results)

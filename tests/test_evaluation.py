@@ -108,6 +108,15 @@ def test_run_benchmark_writes_one_json_artifact_at_smoke(tmp_path):
     assert again["num_cached_runs"] == 3 * len(config.seeds) and again["aggregate"] == results["aggregate"]
 
 
+def test_run_benchmark_keeps_the_ceiling_of_a_data_set_whose_runs_are_all_skipped(tmp_path):
+    config = benchmark_config("smoke", datasets=("pets-ood", "uf-p-4-synthetic"), methods=("pal",), num_train=8)
+    config = replace(config, num_test=4, skip=("uf-p-4-synthetic:pal",))
+    config = replace(config, embedding_train=replace(config.embedding_train, num_epochs=1))
+    results = run_benchmark(config, tmp_path)
+    assert set(results["aggregate"]["uf-p-4-synthetic"]) == {MAJORITY}
+    assert "uf-p-4-synthetic" not in results["runs"]
+
+
 def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_pairs():
     rng = random.Random(0)
     small = [[float(rng.random() < 0.7) for _ in range(50)] for _ in range(3)]
