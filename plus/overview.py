@@ -157,6 +157,20 @@ CLAIMS: tuple[Claim, ...] = (
         (Cell("05_readable_summaries", "pets-ood", "test", "contested", "plus", "edit_follows/swap"),),
         (None,),
     ),
+    *(
+        Claim(
+            "PLUS",
+            f"PLUS beats ICL when the context is {kind} (paper: 9-16% above ICL; here PLUS-untrained stands in "
+            "for PLUS, on the UF-P-4-like users)",
+            "above",
+            tuple(
+                Cell("05_flexible_contexts", f"uf-p-4-synthetic-{suffix}", "test", "contested", m)
+                for m in ("plus-untrained", "icl")
+            ),
+            (None, None),
+        )
+        for kind, suffix in (("unlabelled past conversations", "conversations"), ("a user guide", "user-guide"))
+    ),
     _new_user_claim(
         "After 10 answers PReF (active questions) ranks a new user's pairs better than one BT model",
         "auc",

@@ -6,9 +6,11 @@ from plus.data import build_dataset
 from plus.evaluation import MAJORITY, table_rows
 from plus.flexible_contexts import (
     CONTEXT_KINDS,
+    CPU_SKIP,
     READERS,
     REFERENCES,
     SPLIT,
+    ceiling_credits,
     comparison_rows,
     comparisons,
     flexible_bars,
@@ -21,15 +23,20 @@ from plus.flexible_contexts import (
 LABELS = {"btl": "BTL", "oracle": "Oracle", "icl": "ICL", "plus-untrained": "PLUS-untrained", MAJORITY: "ceiling"}
 
 
-def test_cpu_config_runs_the_references_once_and_every_reader_on_every_kind():
-    config = flexible_config("cpu")
-    assert config.datasets == tuple(CONTEXT_KINDS.values())
-    assert (config.num_train, config.num_test, config.splits, len(config.seeds)) == (256, 200, (SPLIT,), 3)
-    run = config.grid - set(config.skip)
-    for dataset in config.datasets:
-        assert {f"{dataset}:{reader}" for reader in READERS} <= run
-        for reference in REFERENCES:
-            assert (f"{dataset}:{reference}" in run) == (dataset == CONTEXT_KINDS["labelled pairs"])
+def test_config_runs_the_references_once_and_every_reader_on_every_kind_but_cpus_skips():
+    for profile in ("cpu", "gpu"):
+        config = flexible_config(profile)
+        assert config.datasets == tuple(CONTEXT_KINDS.values()) and config.splits == (SPLIT,)
+        run = config.grid - set(config.skip)
+        left_out = set(CPU_SKIP) if profile == "cpu" else set()
+        for dataset in config.datasets:
+            wanted = {f"{dataset}:{reader}" for reader in READERS} - left_out
+            assert wanted <= run and not (left_out & run)
+            for reference in REFERENCES:
+                assert (f"{dataset}:{reference}" in run) == (dataset == CONTEXT_KINDS["labelled pairs"])
+    cpu = flexible_config("cpu")
+    assert (cpu.num_train, cpu.num_test, len(cpu.seeds)) == (256, 200, 3)
+    assert all(entry.startswith(CONTEXT_KINDS["labelled pairs"] + ":") for entry in CPU_SKIP)
 
 
 def test_the_kinds_share_their_test_pairs_in_order():
@@ -121,6 +128,7 @@ def test_note_says_whether_the_papers_claim_holds():
     results = full_results(RIGHT)
     note = flexible_note(results, table_rows(results) + comparison_rows(results), LABELS)
     assert "Sanity bars: 2 of 2 hold." in note and "that claim holds here for PLUS-untrained" in note
+    assert "above ICL on conversations and user guide." in note
     results = full_results(HALF)
     note = flexible_note(results, table_rows(results), LABELS)
     assert "does not hold here" in note and "user guide: no different from ICL" in note
@@ -135,3 +143,31 @@ def test_kind_table_puts_the_reported_numbers_beside_the_labelled_pairs_only():
     assert table.loc["PLUS-untrained", "user guide"].startswith("0.0 [0.0, 0.0]")
     assert table.loc["ICL", "reported, labelled pairs"] == "57.2"  # REPORTED_PLUS_TABLE's UF-P-4, the paper's
     assert table.loc["BTL", "conversations"] == ""
+
+
+def test_the_user_blind_ceiling_is_compared_pair_by_pair():
+    results = full_results(RIGHT)
+    ceiling = [1.0, 0.0] * (N // 2)  # the majority is right on half the pairs, as HALF
+    found = {(c["kind"], c["method"], c["minus"]): c for c in comparisons(results, ceiling)}
+    assert len(found) == len(comparisons(results)) + 3 * 2  # each reader on each kind, minus the ceiling
+    assert found[("user guide", "plus-untrained", MAJORITY)]["mean"] == pytest.approx(0.5)
+    same = found[("user guide", "icl", MAJORITY)]  # ICL's credits are the ceiling's, pair by pair
+    assert (same["mean"], same["ci_low"], same["ci_high"]) == (0.0, 0.0, 0.0)
+    note = flexible_note(results, table_rows(results), LABELS, ceiling)
+    assert "vs the user-blind ceiling +50.0" in note
+    assert "user-blind ceiling" not in flexible_note(results, table_rows(results), LABELS).split("hold.")[1]
+
+
+def test_ceiling_credits_are_the_majority_vote_of_the_contested_test_pairs():
+    config = flexible_config("smoke", num_train=16, num_test=12)
+    credits = ceiling_credits(config)
+    records = build_dataset(CONTEXT_KINDS["labelled pairs"], 0, num_train=16, num_test=12)
+    test = [r for r in records if r["split"] == SPLIT and r["contested"]]
+    assert credits == [r["majority_credit"] for r in test] and len(credits) == 12
+
+
+def test_note_says_what_a_failed_bar_means():
+    results = fake_results({(LABELLED, "btl"): RIGHT, (LABELLED, "oracle"): RIGHT, (GUIDE, "icl"): RIGHT})
+    note = flexible_note(results, table_rows(results), LABELS)
+    assert "Sanity bars: 0 of 2 hold." in note
+    assert "does not read even a true statement" in note and "overstates what a reader learns" in note
