@@ -8,7 +8,9 @@ A claim is a comparison that can be checked at any scale (`Claim.rule`):
 - ``same``: the two intervals overlap (no difference; reproduced), else not reproduced;
 - ``chance``: the mean lies within 50 +- 5% (a user-blind model on contested pairs);
 - ``ceiling``: the mean is at least 95%;
-- ``wins``: a win rate's interval lies entirely above 50% (reproduced); entirely below (reversed).
+- ``wins``: a win rate's interval lies entirely above 50% (reproduced); entirely below (reversed);
+- ``gain``: a paired difference's interval (a ``.../minus`` row: A minus B on the same items) lies entirely above
+  0 (reproduced); entirely below (reversed).
 
 Verdicts: ``reproduced``, ``not reproduced`` (with the reason), ``not tested at this scale`` (the rows are not in
 any table: the run was left out or its notebook writes no table yet), ``needs data or models not available
@@ -49,8 +51,8 @@ class Claim:
     paper: str
     claim: str
     rule: str
-    """``above`` (cells[0] above cells[1]), ``same`` (no difference between them), ``chance``, ``ceiling`` or
-    ``wins`` (cells[0])."""
+    """``above`` (cells[0] above cells[1]), ``same`` (no difference between them), ``chance``, ``ceiling``,
+    ``wins`` or ``gain`` (cells[0])."""
     cells: tuple[Cell, ...] = ()
     reported: tuple[float | None, ...] = ()
     """The paper's value for each cell (a fraction), None where it gives none."""
@@ -161,13 +163,19 @@ CLAIMS: tuple[Claim, ...] = (
         Claim(
             "PLUS",
             f"PLUS beats ICL when the context is {kind} (paper: 9-16% above ICL; here PLUS-untrained stands in "
-            "for PLUS, on the UF-P-4-like users)",
-            "above",
-            tuple(
-                Cell("05_flexible_contexts", f"uf-p-4-synthetic-{suffix}", "test", "contested", m)
-                for m in ("plus-untrained", "icl")
-            ),
-            (None, None),
+            "for PLUS, on the UF-P-4-like users; ours: the paired difference, in points)",
+            "gain",
+            (
+                Cell(
+                    "05_flexible_contexts",
+                    f"uf-p-4-synthetic-{suffix}",
+                    "test",
+                    "contested",
+                    "plus-untrained",
+                    "accuracy_minus/icl",
+                ),
+            ),  # fmt: skip
+            (None,),
         )
         for kind, suffix in (("unlabelled past conversations", "conversations"), ("a user guide", "user-guide"))
     ),
@@ -237,10 +245,11 @@ def verdict(claim: Claim, rows: list[dict | None]) -> str:
     if claim.rule == "chance":
         near = abs(first["mean"] - 0.5) <= CHANCE_BAND
         return "reproduced" if near else f"not reproduced (outside 50 +- {100 * CHANCE_BAND:.0f}%)"
-    if claim.rule == "wins":
-        if first["ci_low"] > 0.5:
+    if claim.rule in ("wins", "gain"):
+        level = 0.5 if claim.rule == "wins" else 0.0
+        if first["ci_low"] > level:
             return "reproduced"
-        below = first["ci_high"] < 0.5
+        below = first["ci_high"] < level
         return "not reproduced (reversed)" if below else "not reproduced (no difference at this power)"
     if claim.rule in ("above", "same"):
         second = rows[1]

@@ -32,6 +32,9 @@ A, B = (
         ("wins", (0.6,), "reproduced"),
         ("wins", (0.51,), "not reproduced (no difference at this power)"),
         ("wins", (0.4,), "not reproduced (reversed)"),
+        ("gain", (0.1,), "reproduced"),
+        ("gain", (0.01,), "not reproduced (no difference at this power)"),
+        ("gain", (-0.1,), "not reproduced (reversed)"),
     ],
 )
 def test_each_rule_gives_its_verdict(rule, means, expected):
