@@ -68,10 +68,8 @@ claim is about them; the labelled-pair column keeps BTL, Oracle and the user-bli
 
 def flexible_config(profile_name: str, **changes) -> BenchmarkConfig:
     """The benchmark config of this experiment at a profile (`plus.evaluation.benchmark_config`) over the three
-    kinds, `REFERENCES` only on the labelled-pair set. cpu: 256 training records x 8 epochs and 200 test pairs
-    (every one contested), only ``test``: about half the compute of the benchmark's 512 x 400, which would be ~7 h
-    of 2-core compute for this table (ICL is ~20 min a seed there, and PLUS-untrained needs a SmolLM2 summary of
-    every distinct context: 912 per kind)."""
+    kinds, `REFERENCES` only on the labelled-pair set, split `SPLIT`. cpu: 256 training records x 8 epochs and 200
+    test pairs (every one contested; why, in the module's departures), less the runs of `CPU_SKIP`."""
     from plus.config import get_profile
 
     cpu = get_profile(profile_name).name == "cpu"
@@ -84,13 +82,11 @@ def flexible_config(profile_name: str, **changes) -> BenchmarkConfig:
     return replace(config, **changes)
 
 
-def _outcomes(results: dict, dataset: str, method: str, subset: str = "contested") -> list[list[float]] | None:
-    """Per seed, the per-pair credits of one cell of a `run_benchmark` artifact on `SPLIT` (None if not run)."""
+def _outcomes(results: dict, dataset: str, method: str) -> list[list[float]] | None:
+    """Per seed, the contested pairs' credits of one cell of a `run_benchmark` artifact on `SPLIT` (None if not
+    run)."""
     runs = results["runs"].get(dataset, {}).get(method)
-    if not runs:
-        return None
-    key = "contested_outcomes" if subset == "contested" else "outcomes"
-    return [run[SPLIT][key] for run in runs]
+    return [run[SPLIT]["contested_outcomes"] for run in runs] if runs else None
 
 
 def paired_difference(results: dict, first: tuple[str, str], second: tuple[str, str]) -> dict | None:

@@ -174,7 +174,7 @@ CLAIMS: tuple[Claim, ...] = (
                     "plus-untrained",
                     "accuracy_minus/icl",
                 ),
-            ),  # fmt: skip
+            ),
             (None,),
         )
         for kind, suffix in (("unlabelled past conversations", "conversations"), ("a user guide", "user-guide"))
