@@ -2,8 +2,8 @@
 without one (the default answer), and a judge that knows the user (`plus.judge`) compares the two.
 
 `generate_responses` samples the answers (seeded, batched, left-padded, any causal LM `plus.models` loads);
-`pets_outcomes` turns Pets answers into the user's comparisons of personalized against default answers, which
-`plus.judge.win_rate` summarizes with a 95% interval.
+`pets_outcomes` (Pets users) and `style_outcomes` (attribute users, by the style judge) turn answers into the user's
+comparisons of personalized against default answers, which `plus.judge.win_rate` summarizes with a 95% interval.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from plus.judge import pairwise_outcome, pets_utility
+from plus.judge import StyleJudge, pairwise_outcome, pets_utility, style_utility
 from plus.summarizer import _encoded_batches, _end_ids
 
 PERSONALIZE_INSTRUCTION = "What we know about this user: {summary}\nWrite the answer this user would prefer."
@@ -80,18 +80,41 @@ def generate_responses(
     return out
 
 
-def pets_outcomes(records: Sequence[dict], personalized: Sequence[str], default: Sequence[str]) -> list[float]:
-    """The Pets user's comparison (`plus.judge.pairwise_outcome`) of each personalized answer against the
-    default answer to the same prompt: 1 a win, 0 a loss, 0.5 a tie (same animal, or no single animal)."""
+def _profiles(records: Sequence[dict], personalized: Sequence[str], default: Sequence[str]) -> list[dict]:
+    """Each record's ``ground_truth.profile``, with an error naming a record that lacks one or a length mismatch."""
     if not len(records) == len(personalized) == len(default):
         raise ValueError(
             f"{len(records)} records, {len(personalized)} personalized and {len(default)} default answers"
         )
-    outcomes = []
-    for index, (record, mine, plain) in enumerate(zip(records, personalized, default, strict=True)):
+    profiles = []
+    for index, record in enumerate(records):
         try:
-            profile = record["ground_truth"]["profile"]
+            profiles.append(record["ground_truth"]["profile"])
         except (KeyError, TypeError):
             raise ValueError(f"record {index} ({record.get('user_id')!r}) has no ground_truth.profile") from None
-        outcomes.append(pairwise_outcome(pets_utility(mine, profile), pets_utility(plain, profile)))
+    return profiles
+
+
+def pets_outcomes(records: Sequence[dict], personalized: Sequence[str], default: Sequence[str]) -> list[float]:
+    """The Pets user's comparison (`plus.judge.pairwise_outcome`) of each personalized answer against the
+    default answer to the same prompt: 1 a win, 0 a loss, 0.5 a tie (same animal, or no single animal)."""
+    profiles = _profiles(records, personalized, default)
+    return [pairwise_outcome(pets_utility(mine, profile), pets_utility(plain, profile))
+            for profile, mine, plain in zip(profiles, personalized, default, strict=True)]  # fmt: skip
+
+
+def style_outcomes(
+    records: Sequence[dict], personalized: Sequence[str], default: Sequence[str], judge: StyleJudge
+) -> list[float]:
+    """The attribute user's comparison of each personalized answer against the default answer to the same prompt,
+    by their utilities under the style judge (`plus.judge.style_utility`): 1 a win, 0 a loss, 0.5 equal
+    utilities. An empty answer (the generator ended at once) answers nothing: it loses to any non-empty answer and
+    ties with another empty one."""
+    profiles = _profiles(records, personalized, default)
+    outcomes = []
+    for profile, mine, plain in zip(profiles, personalized, default, strict=True):
+        if not mine.strip() or not plain.strip():
+            outcomes.append(0.5 if not mine.strip() and not plain.strip() else float(bool(mine.strip())))
+            continue
+        outcomes.append(pairwise_outcome(style_utility(mine, profile, judge), style_utility(plain, profile, judge)))
     return outcomes

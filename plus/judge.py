@@ -12,7 +12,8 @@
   profile-weighted sum, as `plus.data.ground_truth_reward` computes it for the bank's responses). Exact measures
   where they exist (the length of the content for verbosity, a closing question for engagement, exclamation
   marks for enthusiasm), plain-English cue words elsewhere; the verbosity cuts are fitted on responses with known
-  scores and `style_accuracy` validates every attribute on held-out ones.
+  scores and `style_accuracy` validates every attribute on held-out ones (`fit_bank_judge`: fitted on one
+  response bank, validated on the next).
 """
 
 from __future__ import annotations
@@ -333,3 +334,22 @@ def style_correct(judge: StyleJudge, texts: Sequence[str], scores: Sequence[dict
 def style_accuracy(judge: StyleJudge, texts: Sequence[str], scores: Sequence[dict[str, int]]) -> dict[str, float]:
     """Per attribute, the share of ``texts`` whose judged score equals the known one (`style_correct`)."""
     return {a: sum(hits) / len(hits) for a, hits in style_correct(judge, texts, scores).items()}
+
+
+def fit_bank_judge(bank_seed: int = 0) -> tuple[StyleJudge, dict[str, dict]]:
+    """The judge fitted on the response bank of seed ``bank_seed`` (`plus.data.attributes.build_response_bank`),
+    and per attribute its accuracy on the next seed's bank: ``{"mean", "ci_low", "ci_high", "n", "reported"}``,
+    a 95% bootstrap interval over those responses (``reported`` None: no paper reports it)."""
+    from plus.data.attributes import ATTRIBUTES, build_response_bank
+    from plus.evaluation import bootstrap_interval
+
+    fit = [r for rs in build_response_bank(bank_seed).responses.values() for r in rs]
+    held = [r for rs in build_response_bank(bank_seed + 1).responses.values() for r in rs]
+    judge = fit_style_judge([r.text for r in fit], [r.scores["verbosity"] for r in fit])
+    correct = style_correct(judge, [r.text for r in held], [r.scores for r in held])
+    accuracy = {}
+    for attribute in ATTRIBUTES:
+        low, high = bootstrap_interval([correct[attribute]])
+        accuracy[attribute] = {"mean": sum(correct[attribute]) / len(held), "ci_low": low, "ci_high": high,
+                               "n": len(held), "reported": None}  # fmt: skip
+    return judge, accuracy

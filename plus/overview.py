@@ -142,6 +142,15 @@ CLAIMS: tuple[Claim, ...] = (
     ),
     Claim(
         "PLUS",
+        "Answers conditioned on a summary of the user's guide win against default answers on a style population "
+        "(paper: PLUS summaries, GPT-4o generator and judge; here: PLUS-untrained's summaries stand in, SmolLM2 "
+        "on the UF-P-4-like users, judged by the style judge)",
+        "wins",
+        (Cell("05_generate_styles", "uf-p-4-synthetic", "test", "all", "plus-untrained-guide", "win_rate"),),
+        (REPORTED_WIN_RATE,),
+    ),
+    Claim(
+        "PLUS",
         "PLUS summaries state the user's preference (name only the user's own Pets animal) more often than "
         "PLUS-untrained ones",
         "above",

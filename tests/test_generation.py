@@ -1,9 +1,17 @@
 import pytest
 import torch
 
+from plus.data.attributes import user_ground_truth
 from plus.data.pets import contested_animals
 from plus.data.registry import build_dataset
-from plus.generation import PERSONALIZE_INSTRUCTION, generate_responses, generator_messages, pets_outcomes
+from plus.generation import (
+    PERSONALIZE_INSTRUCTION,
+    generate_responses,
+    generator_messages,
+    pets_outcomes,
+    style_outcomes,
+)
+from plus.judge import StyleJudge
 
 
 def test_the_summary_goes_into_the_instructions():
@@ -46,3 +54,22 @@ def test_pets_outcomes_judge_personalized_against_default_answers():
         pets_outcomes(records, personalized[:1], default)
     with pytest.raises(ValueError, match="record 0 .* has no ground_truth.profile"):
         pets_outcomes([{"user_id": "u"}], ["A dog."], ["A cat."])
+
+
+def test_style_outcomes_compare_answers_by_the_users_judged_utility():
+    judge = StyleJudge(short_words=5, long_words=12)
+    users = [{"user_id": pole, "ground_truth": user_ground_truth(pole)} for pole in ("verbose", "formal", "polite")]
+    long_answer = "Tides rise and fall because the moon pulls the oceans toward it as the earth turns beneath."
+    formal = "Regarding your inquiry, tides are caused by the moon."
+    polite = "Thank you for asking. Tides are caused by the moon."
+    plain = "Tides come from the moon."
+    assert style_outcomes(users, [long_answer, formal, polite], [plain, plain, plain], judge) == [1.0, 1.0, 1.0]
+    assert style_outcomes(users, [plain, plain, plain], [long_answer, formal, polite], judge) == [0.0, 0.0, 0.0]
+    assert style_outcomes(users, [formal, formal, polite], [polite, polite, formal], judge) == [0.5, 1.0, 1.0]
+    # an empty answer answers nothing: it loses to any answer and ties with another empty one
+    assert style_outcomes(users[:2], ["", " "], [plain, ""], judge) == [0.0, 0.5]
+    assert style_outcomes(users[:1], [plain], [""], judge) == [1.0]
+    with pytest.raises(ValueError, match="record 0 \\('x'\\) has no ground_truth.profile"):
+        style_outcomes([{"user_id": "x"}], [plain], [plain], judge)
+    with pytest.raises(ValueError, match="1 records, 2 personalized"):
+        style_outcomes(users[:1], [plain, plain], [plain], judge)

@@ -8,6 +8,7 @@ from plus.artifacts import write_table
 from plus.data.pets import contested_animals
 from plus.data.registry import build_dataset
 from plus.personalize import (
+    STYLE_DATASET,
     PersonalizeConfig,
     condition_summaries,
     loop_summaries,
@@ -16,6 +17,7 @@ from plus.personalize import (
     personalization_rows,
     personalize_config,
     run_personalization,
+    style_summaries,
 )
 
 
@@ -85,7 +87,8 @@ def test_run_judges_resumes_and_sets_another_runs_answers_aside(records, tmp_pat
 def test_bars_check_the_control_and_the_ideal_summary():
     def result(control, ideal):
         cell = lambda low, high: {"win_rate": (low + high) / 2, "ci_low": low, "ci_high": high}  # noqa: E731
-        return {"conditions": {"default-resample": cell(*control), "ideal-summary": cell(*ideal)}}
+        return {"config": {"dataset": "pets-ood"},
+                "conditions": {"default-resample": cell(*control), "ideal-summary": cell(*ideal)}}  # fmt: skip
 
     assert [b["holds"] for b in personalization_bars(result((0.45, 0.55), (0.6, 0.7)))] == [True, True]
     assert [b["holds"] for b in personalization_bars(result((0.52, 0.6), (0.45, 0.7)))] == [False, False]
@@ -101,3 +104,57 @@ def test_config_and_records_are_checked(tmp_path):
     assert len(heldout) == smoke.num_records and found == {} and missing == ["plus-untrained", "plus"]
     with pytest.raises(ValueError, match="fewer than num_records=1000"):
         loop_summaries("smoke", tmp_path, personalize_config("smoke", num_records=1000))
+
+
+@pytest.fixture(scope="module")
+def styled(tmp_path_factory):
+    """The style population at smoke: 4 records (one per user), their prompts and tiny-LM summaries."""
+    config = personalize_config("smoke", dataset=STYLE_DATASET)
+    cache = tmp_path_factory.mktemp("styles") / "summaries.jsonl"
+    return config, *style_summaries("smoke", config, cache)
+
+
+def _styled_answers(calls):
+    """A generator that writes a long, formal answer when its summary names formality, else a short casual one."""
+
+    def generate(model, tokenizer, prompts, summaries, **kwargs):
+        calls.append((kwargs["seed"], list(prompts)))
+        formal = "Regarding your inquiry, the answer is therefore as follows, and it is stated in full here."
+        return [formal if s and "formal" in s else "ok, it's basically fine." for s in summaries]
+
+    return generate
+
+
+def test_the_style_population_reads_flexible_summaries_and_is_judged_by_style(styled, tmp_path, monkeypatch):
+    config, records, prompts, loop = styled
+    assert [r["user_id"] for r in records] == ["verbose", "formal", "polite", "confident"]
+    assert len(prompts) == len(records) and set(loop) == {"plus-untrained-guide", "plus-untrained-conversations"}
+    assert list(condition_summaries(records, loop, STYLE_DATASET)) == [
+        "default-resample", "oracle", "plus-untrained-guide", "plus-untrained-conversations"]  # fmt: skip
+    with pytest.raises(ValueError, match="has no condition \\['plus'\\]"):
+        condition_summaries(records, {"plus": ["x"] * 4}, STYLE_DATASET)
+    with pytest.raises(ValueError, match="needs the prompt of every record"):
+        run_personalization(config, records, loop, tmp_path)
+    calls = []
+    monkeypatch.setattr(personalize, "generate_responses", _styled_answers(calls))
+    monkeypatch.setattr(plus.models, "load_causal_lm", lambda name: (None, None))
+    result = run_personalization(config, records, loop, tmp_path, prompts=prompts)
+    assert len(calls) == 5 and all(asked == prompts for _, asked in calls)  # default + 4 conditions, one seed
+    cells = result["conditions"]
+    # the oracle answer is formal only for the formal user, who then wins; the other users weigh no formality
+    assert cells["oracle"]["win_rate"] == (1 + 0.5 * 3) / 4 and cells["oracle"]["subjects"]["pole"] == 0.25
+    assert cells["default-resample"]["win_rate"] == 0.5
+    # short and casual: the verbose and the formal user's opposite pole
+    assert result["default_subjects"] == {"pole": 0.0, "neutral": 0.5, "opposite": 0.5}
+    rows = personalization_rows(result)
+    judged = [r for r in rows if r["method"] == "style-judge"]
+    assert len(judged) == 7 and all(0.75 < r["mean"] <= 1 for r in judged if r["metric"] != "accuracy/verbosity")
+    note = personalization_note(result)
+    assert "the true description wins above 50%" in note and "no PLUS (trained) summaries" in note
+    assert "are judged at the user's own pole" in note
+
+
+def test_a_config_names_its_population():
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        PersonalizeConfig(generator="tiny-chat-lm", dataset="pets")
+    assert personalize_config("cpu", dataset=STYLE_DATASET).num_records == 200

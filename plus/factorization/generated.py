@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from plus.artifacts import as_read_back, read_json, write_json
 from plus.config import check_number
-from plus.data.attributes import ATTRIBUTES, POLE_DESCRIPTIONS, build_response_bank
+from plus.data.attributes import ATTRIBUTES, POLE_DESCRIPTIONS
 from plus.data.topics import TOPICS
 from plus.evaluation import bootstrap_interval
 from plus.factorization.core import fit_user_weights
@@ -56,7 +56,7 @@ from plus.factorization.experiment import (
     torch_threads,
 )
 from plus.factorization.protocol import PrefNewUser, SingleBT, answer_order, pair_metrics, question_order
-from plus.judge import StyleJudge, fit_style_judge, style_correct, style_scores
+from plus.judge import StyleJudge, fit_bank_judge, style_scores
 
 PREF, TRUE_PHI, SINGLE_BT, JUDGE_BEST = "pref-active", "true-phi", "single-bt", "judge-best"
 LABELS = {PREF: "PReF (active)", TRUE_PHI: "lambda on the true attributes", SINGLE_BT: "Single BT",
@@ -207,13 +207,9 @@ def ordered_like_judge(rewards: torch.Tensor, utilities: torch.Tensor) -> tuple[
 
 
 def fit_judge(config: GeneratedConfig) -> tuple[StyleJudge, dict[str, dict]]:
-    """The judge fitted on bank ``judge_fit_bank``, and per attribute its accuracy on the next seed's bank with a
-    95% bootstrap interval over those responses."""
-    fit = [r for rs in build_response_bank(config.judge_fit_bank).responses.values() for r in rs]
-    held = [r for rs in build_response_bank(config.judge_fit_bank + 1).responses.values() for r in rs]
-    judge = fit_style_judge([r.text for r in fit], [r.scores["verbosity"] for r in fit])
-    correct = style_correct(judge, [r.text for r in held], [r.scores for r in held])
-    return judge, {a: _cell([correct[a]]) for a in ATTRIBUTES}
+    """The judge fitted on bank ``judge_fit_bank`` and its accuracy per attribute on the next seed's bank
+    (`plus.judge.fit_bank_judge`)."""
+    return fit_bank_judge(config.judge_fit_bank)
 
 
 def _cell(table: Sequence[Sequence[float]], reported: float | None = None) -> dict | None:
