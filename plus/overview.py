@@ -12,6 +12,9 @@ A claim is a comparison that can be checked at any scale (`Claim.rule`):
 - ``gain``: a paired difference's interval (a ``.../minus`` row: A minus B on the same items) lies entirely above
   0 (reproduced); entirely below (reversed).
 
+A claim may carry sanity bars (`Claim.requires`), themselves claims: when one fails, the verdict is ``not
+reproduced`` and names it, whatever the comparison gives.
+
 Verdicts: ``reproduced``, ``not reproduced`` (with the reason), ``not tested at this scale`` (the rows are not in
 any table: the run was left out or its notebook writes no table yet), ``needs data or models not available
 offline`` (PRISM, GPT-4o, human raters). The reported values come from `plus.evaluation.REPORTED_PLUS_TABLE` and
@@ -58,6 +61,9 @@ class Claim:
     """The paper's value for each cell (a fraction), None where it gives none."""
     offline_blocker: str = ""
     """Non-empty: what the claim needs that this environment lacks (the verdict says so; ``cells`` is empty)."""
+    requires: tuple[Claim, ...] = ()
+    """Sanity bars: checks that must be reproduced before this claim's comparison means anything (e.g. the true
+    description personalizes the generator at all); one that fails makes the verdict ``not reproduced``."""
 
 
 def _plus(method: str, column: str) -> float | None:
@@ -104,6 +110,13 @@ def _trained_summarizer_claim(column: str) -> Claim:
     return Claim("PLUS", claim, "above", cells, (_plus("PLUS", column), _plus("PLUS-untrained", column)))
 
 
+def _follows(notebook: str, dataset: str, method: str, summary: str) -> Claim:
+    """The sanity bar of a zero-shot personalization claim: answers conditioned on ``summary`` (``method``, one that
+    states the user's preference) win above 50%, so the generator follows a summary at all."""
+    cell = Cell(notebook, dataset, "test", "all", method, "win_rate")
+    return Claim("PLUS", f"answers conditioned on {summary} win above 50%", "wins", (cell,))
+
+
 CLAIMS: tuple[Claim, ...] = (
     _table_claim("A user-blind BT model is at chance on the pairs Pets users disagree on", "chance", "Pets", "btl"),
     _table_claim(
@@ -139,6 +152,7 @@ CLAIMS: tuple[Claim, ...] = (
         "wins",
         (Cell("05_generate_personalized", "pets-ood", "test", "all", "plus", "win_rate"),),
         (REPORTED_WIN_RATE,),
+        requires=(_follows("05_generate_personalized", "pets-ood", "ideal-summary", "a summary naming the animal"),),
     ),
     Claim(
         "PLUS",
@@ -148,6 +162,7 @@ CLAIMS: tuple[Claim, ...] = (
         "wins",
         (Cell("05_generate_styles", "uf-p-4-synthetic", "test", "all", "plus-untrained-guide", "win_rate"),),
         (REPORTED_WIN_RATE,),
+        requires=(_follows("05_generate_styles", "uf-p-4-synthetic", "oracle", "the true description"),),
     ),
     Claim(
         "PLUS",
@@ -242,12 +257,19 @@ def find_cell(tables: dict[str, list[dict]], cell: Cell) -> dict | None:
     return find_row(tables.get(cell.notebook, []), cell.dataset, cell.split, cell.subset, cell.method, cell.metric)
 
 
-def verdict(claim: Claim, rows: list[dict | None]) -> str:
-    """The claim's verdict from its rows (`find_cell`, in the order of ``claim.cells``)."""
+def verdict(claim: Claim, rows: list[dict | None], tables: dict[str, list[dict]] | None = None) -> str:
+    """The claim's verdict from its rows (`find_cell`, in the order of ``claim.cells``); ``tables`` (`read_tables`)
+    holds the rows of its sanity bars (`Claim.requires`)."""
     if claim.offline_blocker:
         return "needs data or models not available offline"
     if any(row is None for row in rows):
         return "not tested at this scale"
+    for bar in claim.requires:
+        if tables is None:
+            raise ValueError(f"claim {claim.claim!r}: its sanity bars need the tables")
+        bar_verdict = verdict(bar, [find_cell(tables, cell) for cell in bar.cells], tables)
+        if bar_verdict != "reproduced":
+            return f"not reproduced (sanity bar: {bar.claim}: {bar_verdict})"
     first = rows[0]
     if claim.rule == "ceiling":
         return "reproduced" if first["mean"] >= CEILING else f"not reproduced (below {100 * CEILING:.0f}%)"
@@ -286,7 +308,7 @@ def overview_rows(tables: dict[str, list[dict]]) -> list[dict]:
                 "reported (%)": " vs ".join(reported) if reported else "-",
                 "ours (%)": " vs ".join(ours) if ours else "-",
                 "test items": "; ".join(sizes) or "-",
-                "verdict": verdict(claim, rows),
+                "verdict": verdict(claim, rows, tables),
                 "page": claim.cells[0].notebook if claim.cells else "",
                 "blocker": claim.offline_blocker,
             }

@@ -45,6 +45,19 @@ def test_each_rule_gives_its_verdict(rule, means, expected):
     assert verdict(Claim("PLUS", "x", rule, offline_blocker="PRISM"), []).startswith("needs data or models")
 
 
+def test_a_failed_sanity_bar_overrules_the_comparison():
+    bar = Claim("PLUS", "the true description wins", "wins", (B,))
+    claim = Claim("PLUS", "summaries win", "wins", (A,), requires=(bar,))
+    rows = [_row(A, 0.6)]
+    assert verdict(claim, rows, {"03_reward_models": [_row(B, 0.6)]}) == "reproduced"
+    failed = verdict(claim, rows, {"03_reward_models": [_row(B, 0.51)]})
+    bar_failed = "not reproduced (no difference at this power)"
+    assert failed == f"not reproduced (sanity bar: the true description wins: {bar_failed})"
+    assert verdict(claim, rows, {}).startswith("not reproduced (sanity bar: the true description wins: not tested")
+    with pytest.raises(ValueError, match="sanity bars need the tables"):
+        verdict(claim, rows)
+
+
 def test_overview_reads_every_table_and_covers_every_claim(tmp_path):
     write_table(tmp_path / "03_reward_models" / "table.json", [_row(A, 0.97), _row(B, 0.5)])
     rows = overview_rows(read_tables(tmp_path))
