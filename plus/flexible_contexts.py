@@ -58,25 +58,18 @@ SPLIT = "test"
 """The held-out split of the table (seen users, held-out pairs; every UF-P pair is contested)."""
 
 
-CPU_SKIP: tuple[str, ...] = (f"{POPULATION}:icl", f"{POPULATION}:plus-untrained")
-"""Runs the cpu profile leaves out, for time: the readers on labelled pairs. Measured per seed at this config on 2
-cores: BTL ~4 min, Oracle ~5 min, ICL ~5 min on a user guide and ~12 min on conversations (inputs at the 256-token
-cap, as labelled-pair contexts would be), PLUS-untrained ~7 min, and ~25 min for SmolLM2's 456 summaries of the
-conversations; the labelled-pair readers would add about 1.3 h. The flexible kinds come first, since the paper's
-claim is about them; the labelled-pair column keeps BTL, Oracle and the user-blind ceiling."""
-
-
 def flexible_config(profile_name: str, **changes) -> BenchmarkConfig:
     """The benchmark config of this experiment at a profile (`plus.evaluation.benchmark_config`) over the three
     kinds, `REFERENCES` only on the labelled-pair set, split `SPLIT`. cpu: 256 training records x 8 epochs and 200
-    test pairs (every one contested; why, in the module's departures), less the runs of `CPU_SKIP`."""
+    test pairs (every one contested; why, in the module's departures). Measured per seed at this config on 2 cores:
+    BTL ~4 min, Oracle ~5 min, ICL ~5 min on a user guide, ~10-12 min on conversations and labelled pairs (inputs
+    at the 256-token cap), PLUS-untrained ~6-7 min, plus ~25 min for SmolLM2's 456 summaries of each kind."""
     from plus.config import get_profile
 
     cpu = get_profile(profile_name).name == "cpu"
     sizes = {"num_train": 256, "num_test": 200} if cpu else {}
     datasets = tuple(CONTEXT_KINDS.values())
     skip = tuple(f"{dataset}:{method}" for dataset in datasets[1:] for method in REFERENCES)
-    skip += CPU_SKIP if cpu else ()
     methods = REFERENCES + READERS
     config = benchmark_config(profile_name, datasets=datasets, methods=methods, skip=skip, splits=(SPLIT,), **sizes)
     return replace(config, **changes)
