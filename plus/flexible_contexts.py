@@ -9,6 +9,9 @@ BTL (user-blind) and Oracle (the true description) are run once, on the labelled
 context, and the records are otherwise the same. Because every kind has the same test pairs in the same order,
 two cells are compared pair by pair (`paired_difference`).
 
+Whether the summaries state the user's style at all: `summary_faithfulness` reads which of the user's poles each
+held-out context's summary names (`plus.readable.style_faithfulness`), beside the true descriptions.
+
 The paper reports PLUS (trained) 9-16% above ICL on flexible contexts (`REPORTED_GAIN`); PLUS itself is not run
 here (one co-adaptation run per kind and seed is 54-97 min at the cpu profile), so PLUS-untrained is compared
 with ICL, and the page says so.
@@ -248,6 +251,108 @@ def flexible_note(
                  f"(\"above\"/\"below\": the 95% interval excludes 0). **What holds here.** The paper reports PLUS "
                  f"{REPORTED_GAIN} above ICL on flexible contexts. On held-out pairs of the users seen in training "
                  f"(where a context that only identifies the user is enough), that claim {verdict}")  # fmt: skip
+    return "\n".join(lines)
+
+
+SUMMARY_SOURCES = {"oracle": "the true description", "plus-untrained": "PLUS-untrained"}
+"""Whose statements of the user `summary_faithfulness` reads: the true description (the reference: the word list
+must read each as the user's own pole), and PLUS-untrained's summaries of each kind of context."""
+
+
+def summary_faithfulness(config: BenchmarkConfig, output_dir: str) -> dict[str, dict[str, dict]]:
+    """``{kind: {source: {class: {"mean", "ci_low", "ci_high"}, "n"}}}``: per context kind, which of the user's
+    poles each distinct `SPLIT` context's statement names (`plus.readable.style_faithfulness`: own, other, both,
+    neither), as shares with a 95% bootstrap interval over the distinct contexts (a user guide recurs across its
+    user's records, so it counts once). Sources: `SUMMARY_SOURCES` (the true description, once per user, and
+    PLUS-untrained's summary, read from ``output_dir/summaries.jsonl``; summarized there if absent). There is one
+    summary per context (sampled once, with the data seed), the one every reader's run reads, so no seeds here."""
+    from plus.baselines import plus_untrained_summaries
+    from plus.data import build_dataset
+    from plus.readable import CLASSES, style_faithfulness
+
+    out = {}
+    for kind, dataset in CONTEXT_KINDS.items():
+        records = build_dataset(dataset, config.data_seed, num_train=config.num_train, num_test=config.num_test)
+        by_context = {r["context"]: r for r in records if r["split"] == SPLIT}
+        if not by_context:
+            raise ValueError(f"{dataset}: no {SPLIT!r} record to read summaries of")
+        summaries = plus_untrained_summaries(
+            list(by_context.values()),
+            config.summarizer_model,
+            config.max_summary_tokens,
+            f"{output_dir}/summaries.jsonl",
+            seed=config.data_seed,
+            batch_size=config.summary_batch_size,
+        )
+        users = {r["user_id"]: r for r in by_context.values()}
+        statements = {
+            "oracle": [(r["ground_truth"]["description"], r) for r in users.values()],
+            "plus-untrained": [(summaries[context], r) for context, r in by_context.items()],
+        }
+        out[kind] = {}
+        for source, pairs in statements.items():
+            labels = [style_faithfulness(text, record) for text, record in pairs]
+            cell = {}
+            for name in CLASSES:
+                indicator = [float(label == name) for label in labels]
+                low, high = bootstrap_interval([indicator])
+                cell[name] = {"mean": sum(indicator) / len(indicator), "ci_low": low, "ci_high": high}
+            out[kind][source] = cell | {"n": len(labels)}
+    return out
+
+
+def faithfulness_rows(faith: dict[str, dict[str, dict]], config: BenchmarkConfig) -> list[dict]:
+    """`summary_faithfulness` as ``table.json`` rows: metric ``faithfulness/<class>``, per kind's data set and
+    source, `SPLIT`, subset ``all``, the summaries' one seed (the data seed)."""
+    from plus.readable import CLASSES
+
+    return [
+        {"dataset": CONTEXT_KINDS[kind], "split": SPLIT, "subset": "all", "method": source,
+         "metric": f"faithfulness/{name}", **cell[name], "n": cell["n"], "seeds": [config.data_seed],
+         "reported": None}
+        for kind, by_source in faith.items() for source, cell in by_source.items() for name in CLASSES
+    ]  # fmt: skip
+
+
+def faithfulness_table(faith: dict[str, dict[str, dict]]):
+    """A pandas DataFrame: per (kind, source), the share (%) of statements naming the user's own pole, the opposite
+    one, both or neither, with its 95% interval, and the number of distinct contexts (users, for the true
+    description)."""
+    import pandas as pd
+
+    from plus.readable import CLASSES
+
+    names = {"own": "own pole", "other": "opposite pole", "both": "both", "neither": "neither"}
+    assert set(names) == set(CLASSES)
+    table = {
+        (kind, SUMMARY_SOURCES[source]): {**{f"{names[c]} (%)": format_interval(cell[c]) for c in CLASSES},
+                                          "statements": cell["n"]}
+        for kind, by_source in faith.items() for source, cell in by_source.items()
+    }  # fmt: skip
+    return pd.DataFrame(table).T
+
+
+def faithfulness_note(faith: dict[str, dict[str, dict]]) -> str:
+    """Markdown read from `summary_faithfulness`: whether the word list reads every true description as the user's
+    own pole (the bar), then per kind the shares of PLUS-untrained's summaries that name the user's own pole and
+    the opposite one, and whether own exceeds opposite (intervals disjoint)."""
+    reference = [by_source["oracle"]["own"]["mean"] for by_source in faith.values()]
+    holds = all(value == 1.0 for value in reference)
+    consequence = "" if holds else ", so the shares below do not measure faithfulness"
+    lines = [
+        f"Sanity bar: the word list reads {'every' if holds else 'not every'} true description as the user's own "
+        f"pole ({100 * min(reference):.0f}% at the least){consequence}."
+    ]
+    for kind, by_source in faith.items():
+        cell = by_source["plus-untrained"]
+        own, other = cell["own"], cell["other"]
+        verdict = ("more often than" if own["ci_low"] > other["ci_high"] else
+                   "less often than" if own["ci_high"] < other["ci_low"] else "no more often than")  # fmt: skip
+        lines.append(
+            f"- {kind}: PLUS-untrained's summaries of {cell['n']} distinct contexts name the user's own pole in "
+            f"{format_interval(own)}% of them and the opposite pole in {format_interval(other)}% ({verdict} the "
+            f"opposite); {format_interval(cell['neither'])}% name neither."
+        )
     return "\n".join(lines)
 
 

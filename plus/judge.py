@@ -336,6 +336,51 @@ def style_accuracy(judge: StyleJudge, texts: Sequence[str], scores: Sequence[dic
     return {a: sum(hits) / len(hits) for a, hits in style_correct(judge, texts, scores).items()}
 
 
+_POLE_WORDS: dict[str, tuple[str, ...]] = {
+    "verbose": ("verbose", "long", "lengthy", "detail", "details", "detailed", "thorough", "comprehensive",
+                "in-depth", "elaborate", "full picture"),
+    "concise": ("concise", "short", "brief", "succinct", "terse", "to the point", "to-the-point", "key point"),
+    "formal": ("formal", "professional", "businesslike"),
+    "informal": ("informal", "casual", "chatty", "relaxed", "like a friend"),
+    "humorous": ("humorous", "humour", "humor", "funny", "joke", "jokes", "witty", "fun"),
+    "serious": ("serious", "seriously", "sober"),
+    "engaging": ("engaging", "ask me", "questions back", "follow-up questions", "invite me", "invite a reply",
+                 "inviting", "draw them in"),
+    "unengaging": ("unengaging", "end flatly"),
+    "polite": ("polite", "politeness", "courteous", "courtesy"),
+    "rude": ("rude", "blunt", "harsh", "impolite", "straight talk"),
+    "enthusiastic": ("enthusiastic", "enthusiasm", "upbeat", "excited", "energy", "energetic"),
+    "demure": ("demure", "modest", "calm", "quiet", "reserved", "understated"),
+    "confident": ("confident", "assertive", "conviction", "sure of themselves", "certainty"),
+    "uncertain": ("uncertain", "doubt", "hedge", "hedged", "tentative", "unsure", "caution", "cautious"),
+}  # fmt: skip
+"""The words that name each attribute pole (`plus.data.attributes.POLES`) when a text describes a user's taste:
+the pole, plain synonyms, and the words of the data sets' descriptions and user guides."""
+_POLE_PATTERNS = {pole: _cues(*words) for pole, words in _POLE_WORDS.items()}
+_NEGATED = re.compile(
+    r"(?<![\w'\u2019])(?:no|not|never|without|don['\u2019]t|doesn['\u2019]t)(?:\W+[\w'\u2019-]+){0,2}\W*$",
+    re.IGNORECASE,
+)
+"""A negation ending at most two words before the end of a clause's text."""
+_CLAUSE = re.compile(r"[.;:!?]")
+
+
+def style_poles(text: str) -> set[str]:
+    """The attribute poles a text names as a taste, by word (`_POLE_WORDS`): a pole's word negated within its
+    clause ("no", "not", "without" up to two words before: "no jokes", "without extra detail") names the opposite
+    pole. A word list, not a reader: it sees words, not whether they describe the user."""
+    from plus.data.attributes import opposite_pole
+
+    if not isinstance(text, str):
+        raise TypeError(f"a text must be text, got {type(text).__name__}")
+    named = set()
+    for pole, pattern in _POLE_PATTERNS.items():
+        for match in pattern.finditer(text):
+            clause = _CLAUSE.split(text[: match.start()])[-1]
+            named.add(opposite_pole(pole) if _NEGATED.search(clause) else pole)
+    return named
+
+
 def fit_bank_judge(bank_seed: int = 0) -> tuple[StyleJudge, dict[str, dict]]:
     """The judge fitted on the response bank of seed ``bank_seed`` (`plus.data.attributes.build_response_bank`),
     and per attribute its accuracy on the next seed's bank: ``{"mean", "ci_low", "ci_high", "n", "reported"}``,

@@ -6,6 +6,9 @@ read and edit theirs.)
   summary names (`plus.judge.pets_animals`: words, plurals, synonyms, breeds): only the user's own (``own``: it
   states the true preference), only the other (``other``: it states the wrong one), ``both`` or ``neither``.
   `faithfulness_cells` gives each share with a 95% bootstrap interval over contexts, per summarizer and split.
+- `style_faithfulness`: the same classes for a style-population user (UF-P-like): which of the user's attribute
+  poles a summary names, by word (`plus.judge.style_poles`); the flexible-context page reads PLUS-untrained's
+  summaries of each kind of context with it (`plus.flexible_contexts.summary_faithfulness`).
 - `run_editing`: a reward model that reads summaries scores the contested held-out pairs under each summary as
   written and as edited (`EDITS`): ``swap`` replaces the key fact (dogs <-> cats, `plus.judge.swap_pets_animal`),
   ``reword`` rewrites the words around it and keeps the fact (the control). A summary is edited only when it
@@ -39,9 +42,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from plus.artifacts import as_read_back, read_json, write_json
+from plus.data.attributes import opposite_pole
 from plus.data.pets import contested_animals, ideal_summary, record_profile
 from plus.evaluation import bootstrap_interval, format_interval
-from plus.judge import edit_margins, pets_animals, swap_pets_animal
+from plus.judge import edit_margins, pets_animals, style_poles, swap_pets_animal
 
 CLASSES = ("own", "other", "both", "neither")
 """Which animals of the user's contested pair a summary names (`faithfulness`)."""
@@ -71,6 +75,21 @@ def faithfulness(summary: str, record: dict) -> str:
     return {(True, False): "own", (False, True): "other", (True, True): "both"}.get(
         (own in named, other in named), "neither"
     )
+
+
+def style_faithfulness(summary: str, record: dict) -> str:
+    """`CLASSES` for a style-population user (``ground_truth["poles"]``, `plus.data.attributes`): whether
+    ``summary`` names (`plus.judge.style_poles`) one of the user's own poles (``own``), one of their opposites
+    (``other``), both, or neither."""
+    if not isinstance(summary, str):
+        raise TypeError(f"the summary of record {record.get('user_id')!r} must be text, got {type(summary).__name__}")
+    poles = record.get("ground_truth", {}).get("poles")
+    if not poles:
+        raise ValueError(f"record {record.get('user_id')!r} has no ground_truth.poles: not a style-population user")
+    named = style_poles(summary)
+    own = any(pole in named for pole in poles)
+    other = any(opposite_pole(pole) in named for pole in poles)
+    return {(True, False): "own", (False, True): "other", (True, True): "both"}.get((own, other), "neither")
 
 
 def names_one(summary: str, record: dict) -> bool:

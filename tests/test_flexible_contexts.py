@@ -12,11 +12,15 @@ from plus.flexible_contexts import (
     ceiling_credits,
     comparison_rows,
     comparisons,
+    faithfulness_note,
+    faithfulness_rows,
+    faithfulness_table,
     flexible_bars,
     flexible_config,
     flexible_note,
     kind_table,
     paired_difference,
+    summary_faithfulness,
 )
 
 LABELS = {"btl": "BTL", "oracle": "Oracle", "icl": "ICL", "plus-untrained": "PLUS-untrained", MAJORITY: "ceiling"}
@@ -167,3 +171,40 @@ def test_note_says_what_a_failed_bar_means():
     note = flexible_note(results, table_rows(results), LABELS)
     assert "Sanity bars: 0 of 2 hold." in note
     assert "does not read even a true statement" in note and "overstates what a reader learns" in note
+
+
+def test_summary_faithfulness_reads_each_distinct_context_once_from_the_cache(tmp_path):
+    """Summaries planted in the cache (nothing is generated): one naming the user's own pole, the rest nothing."""
+    import json
+
+    from plus.baselines import summary_key
+    from plus.data.attributes import opposite_pole
+    from plus.summarizer import SUMMARIZER_INSTRUCTION
+
+    config = flexible_config("smoke", num_train=16, num_test=12)
+    instruction = SUMMARIZER_INSTRUCTION + f" [prefill marker, {config.max_summary_tokens} tokens]"
+    expected, lines = {}, []
+    for kind, dataset in CONTEXT_KINDS.items():
+        held = {r["context"]: r for r in build_dataset(dataset, config.data_seed, num_train=16, num_test=12)
+                if r["split"] == SPLIT}  # fmt: skip
+        for i, (context, record) in enumerate(held.items()):
+            pole = record["ground_truth"]["poles"][0]
+            summary = f"The user likes {pole} answers." if i == 0 else "Hello there."
+            if i == 1:
+                summary = f"The user likes {opposite_pole(pole)} answers."
+            key = summary_key(config.summarizer_model, instruction, context)
+            lines.append(json.dumps({"key": key, "model": config.summarizer_model, "summary": summary}))
+        expected[kind] = len(held)
+    (tmp_path / "summaries.jsonl").write_text("\n".join(lines) + "\n")
+    faith = summary_faithfulness(config, str(tmp_path))
+    assert set(faith) == set(CONTEXT_KINDS)
+    for kind, n in expected.items():
+        cell = faith[kind]["plus-untrained"]
+        assert cell["n"] == n and cell["own"]["mean"] == pytest.approx(1 / n)
+        assert cell["other"]["mean"] == pytest.approx(1 / n) and cell["neither"]["mean"] == pytest.approx(1 - 2 / n)
+        assert faith[kind]["oracle"]["own"]["mean"] == 1.0
+    rows = faithfulness_rows(faith, config)
+    assert len(rows) == len(CONTEXT_KINDS) * 2 * 4 and {r["metric"] for r in rows} >= {"faithfulness/own"}
+    note = faithfulness_note(faith)
+    assert note.startswith("Sanity bar: the word list reads every true description") and "no more often" in note
+    assert faithfulness_table(faith).shape == (len(CONTEXT_KINDS) * 2, 5)

@@ -17,6 +17,7 @@ from plus.judge import (
     pets_utility,
     score_under_summary,
     style_accuracy,
+    style_poles,
     style_scores,
     style_utility,
     swap_pets_animal,
@@ -156,3 +157,38 @@ def test_the_fitted_judge_reads_held_out_bank_responses():
     assert set(accuracy) == set(ATTRIBUTES)
     assert min(accuracy.values()) >= 0.75, accuracy
     assert sum(accuracy.values()) / len(accuracy) >= 0.9, accuracy
+
+
+def test_the_pole_words_read_every_description_and_guide_of_each_pole():
+    from plus.data.attributes import POLES, user_ground_truth
+    from plus.data.flexible import GUIDE_PHRASES
+
+    for pole in (p for ends in POLES.values() for p in ends):
+        for text in [user_ground_truth(pole)["description"], *GUIDE_PHRASES[pole]]:
+            assert style_poles(text) == {pole}, text
+
+
+@pytest.mark.parametrize(
+    ("text", "poles"),
+    [
+        ("No jokes, please.", {"serious"}),
+        ("I don't want long answers; keep it short.", {"concise"}),
+        ("Without a doubt the answer is right.", {"confident"}),
+        ("Detailed, formal and funny.", {"verbose", "formal", "humorous"}),
+        ("Informal? Unengaging? Impolite.", {"informal", "unengaging", "rude"}),
+        ("What a lovely day.", set()),
+        ("", set()),
+    ],
+)
+def test_pole_words_are_whole_words_and_a_negation_names_the_opposite(text, poles):
+    assert style_poles(text) == poles
+
+
+def test_pole_words_name_bad_input():
+    from plus.data.attributes import opposite_pole
+
+    with pytest.raises(TypeError, match="must be text"):
+        style_poles(None)
+    assert opposite_pole("rude") == "polite" and opposite_pole("verbose") == "concise"
+    with pytest.raises(ValueError, match="unknown attribute pole 'loud'"):
+        opposite_pole("loud")

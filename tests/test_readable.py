@@ -119,3 +119,18 @@ def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="at least one seed"):
         ReadableConfig(seeds=())
     assert readable_config("smoke").seeds == (0,) and readable_config("cpu").seeds == (0, 1, 2)
+
+
+def test_style_faithfulness_reads_which_pole_of_a_style_user_a_summary_names():
+    from plus.readable import style_faithfulness
+
+    record = {"user_id": "verbose", "ground_truth": {"poles": ["verbose"]}}
+    cases = {"Give this user detailed answers.": "own", "They want it brief.": "other",
+             "Long, but not long-winded: short.": "both", "Dogs are great.": "neither", "": "neither"}  # fmt: skip
+    for summary, expected in cases.items():
+        assert style_faithfulness(summary, record) == expected, summary
+    assert style_faithfulness("No detail, please.", record) == "other"
+    with pytest.raises(ValueError, match="record 'u1' has no ground_truth.poles"):
+        style_faithfulness("Detailed.", {"user_id": "u1", "ground_truth": {"profile": {}}})
+    with pytest.raises(TypeError, match="summary of record 'verbose' must be text"):
+        style_faithfulness(None, record)

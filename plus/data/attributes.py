@@ -212,6 +212,16 @@ def build_response_bank(seed: int = 0, num_candidates: int = 24) -> ResponseBank
     return ResponseBank(prompts, responses)
 
 
+def opposite_pole(pole: str) -> str:
+    """The other end of ``pole``'s attribute (`POLES`): verbose -> concise, rude -> polite."""
+    for first, second in POLES.values():
+        if pole in (first, second):
+            return second if pole == first else first
+    raise ValueError(
+        f"unknown attribute pole {pole!r}; the poles are {', '.join(p for ends in POLES.values() for p in ends)}"
+    )
+
+
 def pole_profile(*poles: str) -> dict[str, float]:
     """The profile of a user who values ``poles``: weight +1 (first pole) or -1 (second) on their attributes,
     0 elsewhere; keys are all of `ATTRIBUTES`."""
