@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from plus.evaluation import (
     CHANCE_BAND,
@@ -352,6 +353,135 @@ def faithfulness_note(faith: dict[str, dict[str, dict]]) -> str:
             f"- {kind}: PLUS-untrained's summaries of {cell['n']} distinct contexts name the user's own pole in "
             f"{format_interval(own)}% of them and the opposite pole in {format_interval(other)}% ({verdict} the "
             f"opposite); {format_interval(cell['neither'])}% name neither."
+        )
+    return "\n".join(lines)
+
+
+def oracle_reward_models(config: BenchmarkConfig, output_dir: str):
+    """``seed -> reward model``: the Oracle of the labelled-pair set (it reads the true description), trained as
+    the table's Oracle runs are (``config.reward_model``, ``config.train``, that seed, the same training records),
+    its weights kept in ``output_dir/oracle-rm-seed-<seed>/checkpoint`` and loaded from there when present."""
+    from plus.baselines import BaselineConfig, build_method, load_method
+    from plus.data import build_dataset
+    from plus.train import seed_everything, train_reward_model
+
+    def build(seed: int):
+        directory = Path(output_dir) / f"oracle-rm-seed-{seed}"
+        if (directory / "checkpoint" / "config.json").exists():
+            return load_method(directory / "checkpoint").model.requires_grad_(False)
+        records = build_dataset(
+            CONTEXT_KINDS["labelled pairs"], config.data_seed, num_train=config.num_train, num_test=config.num_test
+        )
+        seed_everything(seed)
+        method = build_method(BaselineConfig("oracle", reward_model=config.reward_model), seed=seed)
+        train = [r for r in records if r["split"] == "train"]
+        train_reward_model(method, train, replace(config.train, seed=seed), directory)
+        return method.model.requires_grad_(False)
+
+    return build
+
+
+def style_editing(config: BenchmarkConfig, output_dir: str, reward_model_for_seed=None) -> dict:
+    """The editing experiment on this population (`plus.readable.run_editing` with `plus.readable.STYLE_EDITS`):
+    a reward model that reads the user's statement (`oracle_reward_models`, one per seed of ``config``) scores the
+    contested `SPLIT` pairs under each statement as written and as edited: the user's pole swapped for its
+    opposite (``swap``), or reworded with the pole kept (``reword``, the control). Statements: the true
+    descriptions (source ``oracle``) and PLUS-untrained's summaries of each kind of context (source: the kind;
+    those that name one side of the user's attribute only), the kinds sharing their test pairs in order. Margins
+    are kept in ``output_dir/edits.json`` (a stopped run resumes; a re-execution reads them back)."""
+    from plus.baselines import plus_untrained_summaries
+    from plus.data import build_dataset
+    from plus.readable import STYLE_EDITS, ReadableConfig, run_editing
+
+    held = {}
+    for kind, dataset in CONTEXT_KINDS.items():
+        records = build_dataset(dataset, config.data_seed, num_train=config.num_train, num_test=config.num_test)
+        held[kind] = [r for r in records if r["split"] == SPLIT]
+    base = held["labelled pairs"]
+    summaries = {"oracle": [r["ground_truth"]["description"] for r in base]}
+    for kind, records in held.items():
+        written = plus_untrained_summaries(
+            records,
+            config.summarizer_model,
+            config.max_summary_tokens,
+            f"{output_dir}/summaries.jsonl",
+            seed=config.data_seed,
+            batch_size=config.summary_batch_size,
+        )
+        summaries[kind] = [written[r["context"]] for r in records]
+    readable = ReadableConfig(dataset=POPULATION, splits=(SPLIT,), seeds=tuple(config.seeds),
+                              epochs=config.train.num_epochs, batch_size=config.eval_batch_size)  # fmt: skip
+    builder = reward_model_for_seed or oracle_reward_models(config, output_dir)
+    return run_editing(readable, base, summaries, builder, output_dir, edits=STYLE_EDITS)
+
+
+def editing_rows(editing: dict, config: BenchmarkConfig) -> list[dict]:
+    """`style_editing` as ``table.json`` rows: ``edit_follows/<edit>`` and ``edit_accuracy_before|after/<edit>``,
+    contested `SPLIT` pairs, per source (``oracle`` on the labelled-pair set; PLUS-untrained on each kind's)."""
+    rows = []
+    for source, by_edit in editing["cells"].items():
+        dataset, method = (POPULATION, "oracle") if source == "oracle" else (CONTEXT_KINDS[source], "plus-untrained")
+        for edit_name, by_split in by_edit.items():
+            cell = by_split[SPLIT]
+            for metric in ("follows", "accuracy_before", "accuracy_after"):
+                name = "edit_follows" if metric == "follows" else f"edit_{metric}"
+                rows.append({"dataset": dataset, "split": SPLIT, "subset": "contested", "method": method,
+                             "metric": f"{name}/{edit_name}", **cell[metric], "n": cell["n"],
+                             "seeds": list(config.seeds), "reported": None})  # fmt: skip
+    return rows
+
+
+def editing_table(editing: dict):
+    """A pandas DataFrame of `style_editing`: per statement (the true description, PLUS-untrained's summaries of
+    each kind) and edit, the pairs edited, the share of rankings that flip, and the accuracy under the statement
+    as written and as edited (%, 95% intervals)."""
+    import pandas as pd
+
+    rows = []
+    for source, by_edit in editing["cells"].items():
+        for edit, by_split in by_edit.items():
+            cell = by_split[SPLIT]
+            rows.append({
+                "statement": "true description" if source == "oracle" else f"PLUS-untrained, {source}",
+                "edit": edit, "pairs": cell["n"], "flips (%)": format_interval(cell["follows"]),
+                "accuracy as written (%)": format_interval(cell["accuracy_before"]),
+                "accuracy as edited (%)": format_interval(cell["accuracy_after"]),
+            })  # fmt: skip
+    return pd.DataFrame(rows).set_index(["statement", "edit"])
+
+
+def editing_note(editing: dict) -> str:
+    """Markdown read from `style_editing`: the editing bars on the true descriptions (`plus.readable.BARS`: the
+    swap flips at least 95% of the rankings, the reword at most 5%), the reward model's accuracy under the
+    descriptions as written and swapped, then per kind how often an edit of PLUS-untrained's summaries (those that
+    name one side of the user's attribute) flips the ranking."""
+    from plus.readable import BARS
+
+    oracle = editing["cells"]["oracle"]
+    swap, reword = oracle["swap"][SPLIT], oracle["reword"][SPLIT]
+    bars = [swap["follows"]["mean"] >= BARS["swap"], reword["follows"]["mean"] <= BARS["reword"]]
+    lines = [
+        f"Sanity bars: {sum(bars)} of 2 hold (swapping the pole of the true description flips at least "
+        f"{100 * BARS['swap']:.0f}% of the rankings: {format_interval(swap['follows'])}%; rewording it, the pole "
+        f"kept, flips at most {100 * BARS['reword']:.0f}%: {format_interval(reword['follows'])}%).",
+        f"- Under the true descriptions the reward model ranks {format_interval(swap['accuracy_before'])}% of the "
+        f"{swap['n']} contested pairs right; under the swapped ones {format_interval(swap['accuracy_after'])}% "
+        "(right by the user's own preference: a reward model that follows the edit falls below 50%).",
+    ]
+    if not bars[0]:
+        kept = " Here it ranks most pairs as it did before the edit." if swap["follows"]["mean"] < 0.5 else ""
+        lines.append(
+            "- The swapped pole is one no training user holds (each prefers one pole, never its opposite), so a "
+            "reward model that tells the training users' descriptions apart need not read what a new one says." + kept
+        )
+    for kind in CONTEXT_KINDS:
+        cell = editing["cells"].get(kind, {}).get("swap", {}).get(SPLIT)
+        if cell is None:
+            lines.append(f"- {kind}: no PLUS-untrained summary names one side of its user's attribute; none edited.")
+            continue
+        lines.append(
+            f"- {kind}: on the {cell['n']} test pairs whose PLUS-untrained summary names one side of the user's "
+            f"attribute, swapping the pole flips {format_interval(cell['follows'])}% of the rankings."
         )
     return "\n".join(lines)
 

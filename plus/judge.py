@@ -381,6 +381,32 @@ def style_poles(text: str) -> set[str]:
     return named
 
 
+def swap_style_poles(summary: str, poles: Sequence[str]) -> str | None:
+    """The summary with each of ``poles`` and its opposite swapped, or None when it names neither (`style_poles`):
+    the style edit of the key fact. A pole's description (`plus.data.attributes.POLE_DESCRIPTIONS`, the words of
+    the true description: "long, detailed answers") becomes the opposite's ("short, to-the-point answers"); any
+    other word of either pole becomes the other pole's name ("detailed" -> "concise"), in one pass."""
+    from plus.data.attributes import POLE_DESCRIPTIONS, opposite_pole
+
+    if not isinstance(summary, str):
+        raise TypeError(f"a summary must be text, got {type(summary).__name__}")
+    ends = {pole: opposite_pole(pole) for pole in poles} | {opposite_pole(pole): pole for pole in poles}
+    if not ends.keys() & style_poles(summary) and not any(POLE_DESCRIPTIONS[p] in summary for p in ends):
+        return None
+    phrases = {POLE_DESCRIPTIONS[pole]: ends[pole] for pole in ends}
+    words = {word: pole for pole in ends for word in _POLE_WORDS[pole]}
+    alternatives = sorted([*phrases, *words], key=len, reverse=True)  # a description before its words
+    pattern = _cues(*alternatives)
+
+    def swap(match: re.Match) -> str:
+        text = match.group(0).lower()
+        if text in phrases:
+            return POLE_DESCRIPTIONS[phrases[text]]
+        return ends[words[text]]
+
+    return pattern.sub(swap, summary)
+
+
 def fit_bank_judge(bank_seed: int = 0) -> tuple[StyleJudge, dict[str, dict]]:
     """The judge fitted on the response bank of seed ``bank_seed`` (`plus.data.attributes.build_response_bank`),
     and per attribute its accuracy on the next seed's bank: ``{"mean", "ci_low", "ci_high", "n", "reported"}``,

@@ -183,6 +183,14 @@ CLAIMS: tuple[Claim, ...] = (
         (Cell("05_readable_summaries", "pets-ood", "test", "contested", "plus", "edit_follows/swap"),),
         (None,),
     ),
+    Claim(
+        "PLUS",
+        "Swapping the style a user's statement names (its pole, e.g. detailed for brief) flips a statement-reading "
+        "reward model's ranking of the contested pairs (at least 95%; the true descriptions of the UF-P-4-like users)",
+        "ceiling",
+        (Cell("05_flexible_contexts", "uf-p-4-synthetic", "test", "contested", "oracle", "edit_follows/swap"),),
+        (None,),
+    ),
     *(
         Claim(
             "PLUS",

@@ -45,7 +45,7 @@ from plus.artifacts import as_read_back, read_json, write_json
 from plus.data.attributes import opposite_pole
 from plus.data.pets import contested_animals, ideal_summary, record_profile
 from plus.evaluation import bootstrap_interval, format_interval
-from plus.judge import edit_margins, pets_animals, style_poles, swap_pets_animal
+from plus.judge import edit_margins, pets_animals, style_poles, swap_pets_animal, swap_style_poles
 
 CLASSES = ("own", "other", "both", "neither")
 """Which animals of the user's contested pair a summary names (`faithfulness`)."""
@@ -105,8 +105,10 @@ def swap(summary: str, record: dict) -> str | None:
 def reword(summary: str, record: dict) -> str | None:
     """The control edit: "prefers" -> "likes", "responses" -> "answers" (the fact kept), for the same summaries
     as `swap`; None when no word changes."""
-    if not names_one(summary, record):
-        return None
+    return _reworded(summary) if names_one(summary, record) else None
+
+
+def _reworded(summary: str) -> str | None:
     out = summary
     for pattern, word in _REWORDS.items():
         out = re.sub(pattern, word, out)
@@ -114,7 +116,28 @@ def reword(summary: str, record: dict) -> str | None:
 
 
 EDITS: dict[str, Callable[[str, dict], str | None]] = {"swap": swap, "reword": reword}
-"""The edits of `run_editing`: the key fact (``swap``) and its control (``reword``)."""
+"""The edits of `run_editing` on Pets: the key fact (``swap``) and its control (``reword``)."""
+
+
+def names_one_pole(summary: str, record: dict) -> bool:
+    """Whether ``summary`` names the style user's own poles or their opposites, not both (`style_faithfulness`):
+    the style summaries that are edited."""
+    return style_faithfulness(summary, record) in ("own", "other")
+
+
+def swap_style(summary: str, record: dict) -> str | None:
+    """The style edit of the key fact: the user's poles and their opposites swapped (`plus.judge.swap_style_poles`:
+    "long, detailed answers" -> "short, to-the-point answers"), for a summary that names one side."""
+    return swap_style_poles(summary, record["ground_truth"]["poles"]) if names_one_pole(summary, record) else None
+
+
+def reword_style(summary: str, record: dict) -> str | None:
+    """The style control edit: `reword`'s word changes (the fact kept), for the same summaries as `swap_style`."""
+    return _reworded(summary) if names_one_pole(summary, record) else None
+
+
+STYLE_EDITS: dict[str, Callable[[str, dict], str | None]] = {"swap": swap_style, "reword": reword_style}
+"""The edits of `run_editing` on a style population (``edits=STYLE_EDITS``)."""
 
 
 @dataclass(frozen=True)
@@ -209,16 +232,20 @@ def run_editing(
     summaries: dict[str, Sequence[str]],
     reward_model_for_seed: Callable[[int], object],
     output_dir: str | Path,
+    edits: dict[str, Callable[[str, dict], str | None]] = EDITS,
 ) -> dict:
     """For each reward-model seed (``reward_model_for_seed(seed)``: a summary-reading reward model), source, edit
-    of `EDITS` and split: the margins of the edited contested pairs under the summaries as written and as edited
-    (`plus.judge.edit_margins`), kept in ``output_dir/edits.json`` after each seed (so a stopped run resumes; a file
-    of another run is set aside). Returns ``{"cells": {source: {edit: {split: cell}}}, "seconds"}``; a cell holds
+    of ``edits`` (`EDITS` on Pets, `STYLE_EDITS` on a style population) and split: the margins of the edited
+    contested pairs under the summaries as written and as edited (`plus.judge.edit_margins`), kept in
+    ``output_dir/edits.json`` after each seed (so a stopped run resumes; a file of another run is set aside).
+    Returns ``{"cells": {source: {edit: {split: cell}}}, "seconds"}``; a cell holds
     ``follows`` (the share of pairs whose ranking flips), ``accuracy_before`` and ``accuracy_after``, each with a
     95% interval over seeds and pairs, and ``n`` (pairs edited); the ideal summary's ``accuracy_before`` is the
     reward model's contested accuracy under ideal summaries."""
     path = Path(output_dir) / "edits.json"
     key = {"config": asdict(config), "records": [r["user_id"] for r in records], "summaries": _digest(summaries)}
+    if edits is not EDITS:
+        key["edits"] = sorted(edits)
     stored = read_json(path) if path.exists() else None
     if stored is not None and stored.get("key") != as_read_back(key):
         path.rename(path.with_suffix(".json.stale"))  # another run's margins: kept aside, never mixed in
@@ -230,7 +257,7 @@ def run_editing(
         reward_model = reward_model_for_seed(seed)
         by_seed = {}
         for source, texts in summaries.items():
-            for edit_name, edit in EDITS.items():
+            for edit_name, edit in edits.items():
                 for split in config.splits:
                     rows = [i for i, r in enumerate(records) if r["split"] == split]
                     part, written = [records[i] for i in rows], [texts[i] for i in rows]

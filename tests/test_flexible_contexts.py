@@ -173,29 +173,35 @@ def test_note_says_what_a_failed_bar_means():
     assert "does not read even a true statement" in note and "overstates what a reader learns" in note
 
 
-def test_summary_faithfulness_reads_each_distinct_context_once_from_the_cache(tmp_path):
-    """Summaries planted in the cache (nothing is generated): one naming the user's own pole, the rest nothing."""
+def _plant_summaries(config, directory) -> dict[str, int]:
+    """Write PLUS-untrained summaries of every kind's `SPLIT` contexts into ``directory/summaries.jsonl`` (nothing
+    is generated): the first context's names the user's own pole, the second's the opposite, the rest nothing.
+    Returns the number of distinct contexts per kind."""
     import json
 
     from plus.baselines import summary_key
     from plus.data.attributes import opposite_pole
     from plus.summarizer import SUMMARIZER_INSTRUCTION
 
-    config = flexible_config("smoke", num_train=16, num_test=12)
     instruction = SUMMARIZER_INSTRUCTION + f" [prefill marker, {config.max_summary_tokens} tokens]"
-    expected, lines = {}, []
+    counts, lines = {}, []
     for kind, dataset in CONTEXT_KINDS.items():
-        held = {r["context"]: r for r in build_dataset(dataset, config.data_seed, num_train=16, num_test=12)
-                if r["split"] == SPLIT}  # fmt: skip
+        built = build_dataset(dataset, config.data_seed, num_train=config.num_train, num_test=config.num_test)
+        held = {r["context"]: r for r in built if r["split"] == SPLIT}
         for i, (context, record) in enumerate(held.items()):
             pole = record["ground_truth"]["poles"][0]
-            summary = f"The user likes {pole} answers." if i == 0 else "Hello there."
-            if i == 1:
-                summary = f"The user likes {opposite_pole(pole)} answers."
+            summary = {0: f"The user likes {pole} answers.", 1: f"The user likes {opposite_pole(pole)} answers."}
             key = summary_key(config.summarizer_model, instruction, context)
-            lines.append(json.dumps({"key": key, "model": config.summarizer_model, "summary": summary}))
-        expected[kind] = len(held)
-    (tmp_path / "summaries.jsonl").write_text("\n".join(lines) + "\n")
+            text = summary.get(i, "Hello there.")
+            lines.append(json.dumps({"key": key, "model": config.summarizer_model, "summary": text}))
+        counts[kind] = len(held)
+    (directory / "summaries.jsonl").write_text("\n".join(lines) + "\n")
+    return counts
+
+
+def test_summary_faithfulness_reads_each_distinct_context_once_from_the_cache(tmp_path):
+    config = flexible_config("smoke", num_train=16, num_test=12)
+    expected = _plant_summaries(config, tmp_path)
     faith = summary_faithfulness(config, str(tmp_path))
     assert set(faith) == set(CONTEXT_KINDS)
     for kind, n in expected.items():
@@ -208,3 +214,28 @@ def test_summary_faithfulness_reads_each_distinct_context_once_from_the_cache(tm
     note = faithfulness_note(faith)
     assert note.startswith("Sanity bar: the word list reads every true description") and "no more often" in note
     assert faithfulness_table(faith).shape == (len(CONTEXT_KINDS) * 2, 5)
+
+
+def test_style_editing_edits_the_true_descriptions_and_the_summaries_that_name_one_side(tmp_path):
+    from toy_users import StyleKeywordRewardModel
+
+    from plus.flexible_contexts import editing_note, editing_rows, editing_table, style_editing
+
+    config = flexible_config("smoke", num_train=16, num_test=12)
+    _plant_summaries(config, tmp_path)
+    editing = style_editing(config, str(tmp_path), lambda seed: StyleKeywordRewardModel(reads=True))
+    cells = editing["cells"]
+    assert cells["oracle"]["swap"][SPLIT]["n"] == 12 and cells["oracle"]["reword"][SPLIT]["follows"]["mean"] == 0.0
+    assert cells["oracle"]["swap"][SPLIT]["follows"]["mean"] > 0.5
+    for kind in CONTEXT_KINDS:  # the planted summaries that name one side: the first two contexts' records
+        assert 1 <= cells[kind]["swap"][SPLIT]["n"] <= 12 and "reword" not in cells[kind]  # no "prefers" in them
+    rows = editing_rows(editing, config)
+    methods = {(r["dataset"], r["method"]) for r in rows}
+    assert (CONTEXT_KINDS["labelled pairs"], "oracle") in methods and (
+        CONTEXT_KINDS["user guide"],
+        "plus-untrained",
+    ) in methods
+    assert (tmp_path / "edits.json").exists()
+    assert editing_table(editing).shape[1] == 4
+    note = editing_note(editing)
+    assert "Sanity bars:" in note and "of the 12 contested pairs right" in note and "swapping the pole flips" in note

@@ -192,3 +192,16 @@ def test_pole_words_name_bad_input():
     assert opposite_pole("rude") == "polite" and opposite_pole("verbose") == "concise"
     with pytest.raises(ValueError, match="unknown attribute pole 'loud'"):
         opposite_pole("loud")
+
+
+def test_the_style_swap_turns_each_true_description_into_its_opposite():
+    from plus.data.attributes import POLES, opposite_pole, user_ground_truth
+    from plus.judge import swap_style_poles
+
+    for pole in (p for ends in POLES.values() for p in ends):
+        description = user_ground_truth(pole)["description"]
+        assert swap_style_poles(description, [pole]) == user_ground_truth(opposite_pole(pole))["description"]
+    assert swap_style_poles("Give me details, not jokes.", ["verbose"]) == "Give me concise, not jokes."
+    assert swap_style_poles("Dogs are great.", ["verbose"]) is None
+    with pytest.raises(TypeError, match="must be text"):
+        swap_style_poles(None, ["verbose"])

@@ -134,3 +134,33 @@ def test_style_faithfulness_reads_which_pole_of_a_style_user_a_summary_names():
         style_faithfulness("Detailed.", {"user_id": "u1", "ground_truth": {"profile": {}}})
     with pytest.raises(TypeError, match="summary of record 'verbose' must be text"):
         style_faithfulness(None, record)
+
+
+def test_the_style_edit_swaps_the_pole_and_a_reader_follows_it_but_not_the_control(tmp_path):
+    from toy_users import StyleKeywordRewardModel
+
+    from plus.readable import STYLE_EDITS, reword_style, swap_style
+
+    built = build_dataset("uf-p-4-synthetic", seed=0, num_train=8, num_test=24)
+    held = [r for r in built if r["split"] == "test"]
+    verbose = next(r for r in held if r["user_id"] == "verbose")
+    assert swap_style("This user prefers long, detailed answers.", verbose) == (
+        "This user prefers short, to-the-point answers."
+    )
+    assert (
+        reword_style("This user prefers long, detailed answers.", verbose) == "This user likes long, detailed answers."
+    )
+    assert swap_style("Hello there.", verbose) is None and swap_style("Long or short.", verbose) is None
+    config = ReadableConfig(dataset="uf-p-4-synthetic", seeds=(0,), splits=("test",))
+    summaries = {"oracle": [r["ground_truth"]["description"] for r in held]}
+
+    def reader(seed):
+        return StyleKeywordRewardModel(reads=True)
+
+    editing = run_editing(config, held, summaries, reader, tmp_path, edits=STYLE_EDITS)
+    cell = editing["cells"]["oracle"]
+    assert cell["swap"]["test"]["n"] == len(held)  # every UF-P pair is contested
+    assert cell["swap"]["test"]["follows"]["mean"] > 0.5 and cell["reword"]["test"]["follows"]["mean"] == 0.0
+    blind = run_editing(config, held, summaries, lambda seed: StyleKeywordRewardModel(reads=False), tmp_path / "b",
+                        edits=STYLE_EDITS)  # fmt: skip
+    assert blind["cells"]["oracle"]["swap"]["test"]["follows"]["mean"] == 0.0

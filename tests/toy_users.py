@@ -80,3 +80,30 @@ class KeywordRewardModel(nn.Module):
             about = pets_subject(response)
             out.append((1.0 if self.reads and named and about == named[0] else 0.0) + (0.5 if about == "dog" else 0))
         return torch.tensor(out) + self.bias
+
+
+class StyleKeywordRewardModel(nn.Module):
+    """A style user's toy reward model: when ``reads``, the style judge's score of the response on the attribute
+    of each pole the summary names (`plus.judge.style_poles`), signed by the pole (verbose +, concise -); a bias
+    toward longer responses either way, so a model that ignores the summary ranks every pair the same under any
+    summary."""
+
+    def __init__(self, reads: bool) -> None:
+        super().__init__()
+        self.reads = reads
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def score(self, summaries, prompts, responses):
+        from plus.data.attributes import POLES
+        from plus.judge import StyleJudge, style_poles, style_scores
+
+        judge = StyleJudge(25, 41)
+        out = []
+        for summary, response in zip(summaries, responses, strict=True):
+            scores = style_scores(response, judge)
+            value = 0.0
+            for pole in style_poles(summary or "") if self.reads else ():
+                attribute = next(a for a, ends in POLES.items() if pole in ends)
+                value += scores[attribute] * (1 if POLES[attribute][0] == pole else -1)
+            out.append(value + 1e-3 * len(response))
+        return torch.tensor(out) + self.bias
