@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from plus.artifacts import read_json, write_json
 from plus.evaluation import (
     CHANCE_BAND,
     MAJORITY,
@@ -255,6 +256,21 @@ def flexible_note(
     return "\n".join(lines)
 
 
+def _summaries(config: BenchmarkConfig, output_dir: str, records: Sequence[dict]) -> dict[str, str]:
+    """{context: PLUS-untrained's summary} of ``records``, read from (or written to) the experiment's cache
+    ``output_dir/summaries.jsonl`` with the runs' summarizer settings."""
+    from plus.baselines import plus_untrained_summaries
+
+    return plus_untrained_summaries(
+        records,
+        config.summarizer_model,
+        config.max_summary_tokens,
+        f"{output_dir}/summaries.jsonl",
+        seed=config.data_seed,
+        batch_size=config.summary_batch_size,
+    )
+
+
 SUMMARY_SOURCES = {"oracle": "the true description", "plus-untrained": "PLUS-untrained"}
 """Whose statements of the user `summary_faithfulness` reads: the true description (the reference: the word list
 must read each as the user's own pole), and PLUS-untrained's summaries of each kind of context."""
@@ -267,7 +283,6 @@ def summary_faithfulness(config: BenchmarkConfig, output_dir: str) -> dict[str, 
     user's records, so it counts once). Sources: `SUMMARY_SOURCES` (the true description, once per user, and
     PLUS-untrained's summary, read from ``output_dir/summaries.jsonl``; summarized there if absent). There is one
     summary per context (sampled once, with the data seed), the one every reader's run reads, so no seeds here."""
-    from plus.baselines import plus_untrained_summaries
     from plus.data import build_dataset
     from plus.readable import CLASSES, style_faithfulness
 
@@ -277,14 +292,7 @@ def summary_faithfulness(config: BenchmarkConfig, output_dir: str) -> dict[str, 
         by_context = {r["context"]: r for r in records if r["split"] == SPLIT}
         if not by_context:
             raise ValueError(f"{dataset}: no {SPLIT!r} record to read summaries of")
-        summaries = plus_untrained_summaries(
-            list(by_context.values()),
-            config.summarizer_model,
-            config.max_summary_tokens,
-            f"{output_dir}/summaries.jsonl",
-            seed=config.data_seed,
-            batch_size=config.summary_batch_size,
-        )
+        summaries = _summaries(config, output_dir, list(by_context.values()))
         users = {r["user_id"]: r for r in by_context.values()}
         statements = {
             "oracle": [(r["ground_truth"]["description"], r) for r in users.values()],
@@ -360,7 +368,8 @@ def faithfulness_note(faith: dict[str, dict[str, dict]]) -> str:
 def oracle_reward_models(config: BenchmarkConfig, output_dir: str):
     """``seed -> reward model``: the Oracle of the labelled-pair set (it reads the true description), trained as
     the table's Oracle runs are (``config.reward_model``, ``config.train``, that seed, the same training records),
-    its weights kept in ``output_dir/oracle-rm-seed-<seed>/checkpoint`` and loaded from there when present."""
+    its weights kept in ``output_dir/oracle-rm-seed-<seed>/checkpoint`` and loaded from there when present (the
+    training time in ``train.json`` there)."""
     from plus.baselines import BaselineConfig, build_method, load_method
     from plus.data import build_dataset
     from plus.train import seed_everything, train_reward_model
@@ -375,21 +384,55 @@ def oracle_reward_models(config: BenchmarkConfig, output_dir: str):
         seed_everything(seed)
         method = build_method(BaselineConfig("oracle", reward_model=config.reward_model), seed=seed)
         train = [r for r in records if r["split"] == "train"]
-        train_reward_model(method, train, replace(config.train, seed=seed), directory)
+        trained = train_reward_model(method, train, replace(config.train, seed=seed), directory)
+        write_json(directory / "train.json", {"seconds": trained.seconds, "steps": trained.num_steps})
         return method.model.requires_grad_(False)
 
     return build
+
+
+def oracle_training_seconds(config: BenchmarkConfig, output_dir: str) -> float | None:
+    """The training time of `oracle_reward_models`' reward models, summed over ``config``'s seeds, as measured when
+    each was trained (``train.json`` beside its checkpoint); None when one has no record."""
+    paths = [Path(output_dir) / f"oracle-rm-seed-{seed}" / "train.json" for seed in config.seeds]
+    if not all(path.exists() for path in paths):
+        return None
+    return sum(read_json(path)["seconds"] for path in paths)
+
+
+def other_user_edit(config: BenchmarkConfig):
+    """``edit(statement, record)``: the within-training edit of a true description. The record's user's
+    description is replaced by the description of another training user who ranks the record's eval pair the
+    other way (the first in the population's order; their rankings from the response bank's exact attribute
+    scores), so a reward model that follows the edit flips the pair; None for any other statement, or when every
+    other training user agrees with this one on the pair."""
+    from plus.data.attributes import UF_POPULATIONS, build_response_bank, ground_truth_reward, user_ground_truth
+
+    bank = build_response_bank(config.data_seed)
+    users = [user_ground_truth(pole) for pole in UF_POPULATIONS[POPULATION.removesuffix("-synthetic")]]
+
+    def edit(statement: str, record: dict) -> str | None:
+        if statement != record["ground_truth"]["description"]:
+            return None
+        chosen, rejected = bank.scores_of(record["eval_chosen"]), bank.scores_of(record["eval_rejected"])
+        for user in users:
+            if ground_truth_reward(user["profile"], chosen) < ground_truth_reward(user["profile"], rejected):
+                return user["description"]
+        return None
+
+    return edit
 
 
 def style_editing(config: BenchmarkConfig, output_dir: str, reward_model_for_seed=None) -> dict:
     """The editing experiment on this population (`plus.readable.run_editing` with `plus.readable.STYLE_EDITS`):
     a reward model that reads the user's statement (`oracle_reward_models`, one per seed of ``config``) scores the
     contested `SPLIT` pairs under each statement as written and as edited: the user's pole swapped for its
-    opposite (``swap``), or reworded with the pole kept (``reword``, the control). Statements: the true
+    opposite (``swap``: a pole no training user holds), reworded with the pole kept (``reword``, the control), or,
+    for the true descriptions, replaced by another training user's that ranks the pair the other way
+    (``other-user``, `other_user_edit`: an edit within what the reward model was trained on). Statements: the true
     descriptions (source ``oracle``) and PLUS-untrained's summaries of each kind of context (source: the kind;
     those that name one side of the user's attribute only), the kinds sharing their test pairs in order. Margins
     are kept in ``output_dir/edits.json`` (a stopped run resumes; a re-execution reads them back)."""
-    from plus.baselines import plus_untrained_summaries
     from plus.data import build_dataset
     from plus.readable import STYLE_EDITS, ReadableConfig, run_editing
 
@@ -400,19 +443,13 @@ def style_editing(config: BenchmarkConfig, output_dir: str, reward_model_for_see
     base = held["labelled pairs"]
     summaries = {"oracle": [r["ground_truth"]["description"] for r in base]}
     for kind, records in held.items():
-        written = plus_untrained_summaries(
-            records,
-            config.summarizer_model,
-            config.max_summary_tokens,
-            f"{output_dir}/summaries.jsonl",
-            seed=config.data_seed,
-            batch_size=config.summary_batch_size,
-        )
+        written = _summaries(config, output_dir, records)
         summaries[kind] = [written[r["context"]] for r in records]
     readable = ReadableConfig(dataset=POPULATION, splits=(SPLIT,), seeds=tuple(config.seeds),
                               epochs=config.train.num_epochs, batch_size=config.eval_batch_size)  # fmt: skip
     builder = reward_model_for_seed or oracle_reward_models(config, output_dir)
-    return run_editing(readable, base, summaries, builder, output_dir, edits=STYLE_EDITS)
+    edits = {**STYLE_EDITS, "other-user": other_user_edit(config)}
+    return run_editing(readable, base, summaries, builder, output_dir, edits=edits)
 
 
 def editing_rows(editing: dict, config: BenchmarkConfig) -> list[dict]:
@@ -468,6 +505,17 @@ def editing_note(editing: dict) -> str:
         f"{swap['n']} contested pairs right; under the swapped ones {format_interval(swap['accuracy_after'])}% "
         "(right by the user's own preference: a reward model that follows the edit falls below 50%).",
     ]
+    other = oracle.get("other-user", {}).get(SPLIT)
+    if other is not None:
+        low, high = other["follows"]["ci_low"], other["follows"]["ci_high"]
+        above, below = low > swap["follows"]["ci_high"], high < swap["follows"]["ci_low"]
+        relation = "more often than" if above else "less often than" if below else "about as often as"
+        lines.append(
+            f"- Replacing the true description with another training user's, one who ranks the pair the other way, "
+            f"flips {format_interval(other['follows'])}% of the {other['n']} rankings (accuracy by the user's own "
+            f"preference: {format_interval(other['accuracy_after'])}%): the reward model follows an edit to a style "
+            f"its training users hold {relation} one to a style none of them holds."
+        )
     if not bars[0]:
         kept = " Here it ranks most pairs as it did before the edit." if swap["follows"]["mean"] < 0.5 else ""
         lines.append(
@@ -490,7 +538,6 @@ def context_gallery(config: BenchmarkConfig, output_dir: str, num_users: int = 2
     """Per context kind, the first `SPLIT` record of each of the first ``num_users`` users: the user's true poles,
     the context (cut at ``width`` characters) and PLUS-untrained's summary of it, read from the experiment's
     summary cache ``output_dir/summaries.jsonl`` (generated there if absent: a few contexts)."""
-    from plus.baselines import plus_untrained_summaries
     from plus.data import build_dataset
 
     out = []
@@ -500,14 +547,7 @@ def context_gallery(config: BenchmarkConfig, output_dir: str, num_users: int = 2
         for record in records:
             if record["split"] == SPLIT and len(shown) < num_users:
                 shown.setdefault(record["user_id"], record)
-        summaries = plus_untrained_summaries(
-            list(shown.values()),
-            config.summarizer_model,
-            config.max_summary_tokens,
-            f"{output_dir}/summaries.jsonl",
-            seed=config.data_seed,
-            batch_size=config.summary_batch_size,
-        )
+        summaries = _summaries(config, output_dir, list(shown.values()))
         for user, record in shown.items():
             context = record["context"]
             cut = context if len(context) <= width else context[:width] + " [...]"

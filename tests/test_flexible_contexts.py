@@ -219,7 +219,15 @@ def test_summary_faithfulness_reads_each_distinct_context_once_from_the_cache(tm
 def test_style_editing_edits_the_true_descriptions_and_the_summaries_that_name_one_side(tmp_path):
     from toy_users import StyleKeywordRewardModel
 
-    from plus.flexible_contexts import editing_note, editing_rows, editing_table, style_editing
+    from plus.artifacts import write_json
+    from plus.flexible_contexts import (
+        editing_note,
+        editing_rows,
+        editing_table,
+        oracle_training_seconds,
+        other_user_edit,
+        style_editing,
+    )
 
     config = flexible_config("smoke", num_train=16, num_test=12)
     _plant_summaries(config, tmp_path)
@@ -227,6 +235,10 @@ def test_style_editing_edits_the_true_descriptions_and_the_summaries_that_name_o
     cells = editing["cells"]
     assert cells["oracle"]["swap"][SPLIT]["n"] == 12 and cells["oracle"]["reword"][SPLIT]["follows"]["mean"] == 0.0
     assert cells["oracle"]["swap"][SPLIT]["follows"]["mean"] > 0.5
+    other = cells["oracle"]["other-user"][
+        SPLIT
+    ]  # another training user's description, who ranks the pair the other way
+    assert other["n"] >= 1 and other["follows"]["mean"] > 0.5 and "other-user" not in cells["user guide"]
     for kind in CONTEXT_KINDS:  # the planted summaries that name one side: the first two contexts' records
         assert 1 <= cells[kind]["swap"][SPLIT]["n"] <= 12 and "reword" not in cells[kind]  # no "prefers" in them
     rows = editing_rows(editing, config)
@@ -236,6 +248,15 @@ def test_style_editing_edits_the_true_descriptions_and_the_summaries_that_name_o
         "plus-untrained",
     ) in methods
     assert (tmp_path / "edits.json").exists()
+    assert oracle_training_seconds(config, str(tmp_path)) is None  # the toy reader was never trained
+    for seed in config.seeds:
+        write_json(tmp_path / f"oracle-rm-seed-{seed}" / "train.json", {"seconds": 2.0, "steps": 1})
+    assert oracle_training_seconds(config, str(tmp_path)) == 2.0 * len(config.seeds)
     assert editing_table(editing).shape[1] == 4
+    edit = other_user_edit(config)
+    record = build_dataset(CONTEXT_KINDS["labelled pairs"], 0, num_train=16, num_test=12)[-1]
+    assert edit("Some other statement.", record) is None
+    replaced = edit(record["ground_truth"]["description"], record)
+    assert replaced is None or replaced != record["ground_truth"]["description"]
     note = editing_note(editing)
     assert "Sanity bars:" in note and "of the 12 contested pairs right" in note and "swapping the pole flips" in note
