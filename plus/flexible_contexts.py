@@ -284,7 +284,7 @@ def summary_faithfulness(config: BenchmarkConfig, output_dir: str) -> dict[str, 
     PLUS-untrained's summary, read from ``output_dir/summaries.jsonl``; summarized there if absent). There is one
     summary per context (sampled once, with the data seed), the one every reader's run reads, so no seeds here."""
     from plus.data import build_dataset
-    from plus.readable import CLASSES, style_faithfulness
+    from plus.readable import CLASSES, share, style_faithfulness
 
     out = {}
     for kind, dataset in CONTEXT_KINDS.items():
@@ -301,12 +301,8 @@ def summary_faithfulness(config: BenchmarkConfig, output_dir: str) -> dict[str, 
         out[kind] = {}
         for source, pairs in statements.items():
             labels = [style_faithfulness(text, record) for text, record in pairs]
-            cell = {}
-            for name in CLASSES:
-                indicator = [float(label == name) for label in labels]
-                low, high = bootstrap_interval([indicator])
-                cell[name] = {"mean": sum(indicator) / len(indicator), "ci_low": low, "ci_high": high}
-            out[kind][source] = cell | {"n": len(labels)}
+            cells = {name: share([float(label == name) for label in labels]) for name in CLASSES}
+            out[kind][source] = cells | {"n": len(labels)}
     return out
 
 
@@ -453,19 +449,14 @@ def style_editing(config: BenchmarkConfig, output_dir: str, reward_model_for_see
 
 
 def editing_rows(editing: dict, config: BenchmarkConfig) -> list[dict]:
-    """`style_editing` as ``table.json`` rows: ``edit_follows/<edit>`` and ``edit_accuracy_before|after/<edit>``,
-    contested `SPLIT` pairs, per source (``oracle`` on the labelled-pair set; PLUS-untrained on each kind's)."""
-    rows = []
-    for source, by_edit in editing["cells"].items():
-        dataset, method = (POPULATION, "oracle") if source == "oracle" else (CONTEXT_KINDS[source], "plus-untrained")
-        for edit_name, by_split in by_edit.items():
-            cell = by_split[SPLIT]
-            for metric in ("follows", "accuracy_before", "accuracy_after"):
-                name = "edit_follows" if metric == "follows" else f"edit_{metric}"
-                rows.append({"dataset": dataset, "split": SPLIT, "subset": "contested", "method": method,
-                             "metric": f"{name}/{edit_name}", **cell[metric], "n": cell["n"],
-                             "seeds": list(config.seeds), "reported": None})  # fmt: skip
-    return rows
+    """`style_editing` as ``table.json`` rows (`plus.readable.editing_rows`), contested `SPLIT` pairs, per source:
+    ``oracle`` on the labelled-pair set, PLUS-untrained on each kind's."""
+    from plus.readable import editing_rows as rows_of
+
+    def where(source: str) -> tuple[str, str]:
+        return (POPULATION, "oracle") if source == "oracle" else (CONTEXT_KINDS[source], "plus-untrained")
+
+    return rows_of(editing, config.seeds, where)
 
 
 def editing_table(editing: dict):

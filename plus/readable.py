@@ -191,7 +191,8 @@ def source_summaries(records: Sequence[dict], loop: dict[str, Sequence[str]]) ->
     return out
 
 
-def _share(indicator: Sequence[float]) -> dict[str, float]:
+def share(indicator: Sequence[float]) -> dict[str, float]:
+    """The mean of a 0/1 ``indicator`` with its 95% bootstrap interval: ``{"mean", "ci_low", "ci_high"}``."""
     low, high = bootstrap_interval([list(indicator)])
     return {"mean": float(np.mean(indicator)), "ci_low": low, "ci_high": high}
 
@@ -209,7 +210,7 @@ def faithfulness_cells(records: Sequence[dict], summaries: dict[str, Sequence[st
             raise ValueError(f"no held-out record of split {split!r}")
         for name, labels in classes.items():
             cells.setdefault(name, {})[split] = {
-                **{c: _share([float(labels[i] == c) for i in rows]) for c in CLASSES}, "n": len(rows),
+                **{c: share([float(labels[i] == c) for i in rows]) for c in CLASSES}, "n": len(rows),
                 "empty": sum(not summaries[name][i].strip() for i in rows),
             }  # fmt: skip
         for better, worse in COMPARED:
@@ -333,14 +334,23 @@ def readable_rows(config: ReadableConfig, faith: dict, editing: dict) -> list[di
                  "metric": f"faithfulness/{c}", **cell[c], "n": cell["n"], "seeds": [0], "reported": None}
                 for c in CLASSES
             ]  # fmt: skip
+    return rows + editing_rows(editing, config.seeds, lambda source: (config.dataset, source))
+
+
+def editing_rows(editing: dict, seeds: Sequence[int], where: Callable[[str], tuple[str, str]]) -> list[dict]:
+    """`run_editing`'s cells as ``table.json`` rows: ``edit_follows/<edit>`` and ``edit_accuracy_before|after/<edit>``
+    per source, edit and split, contested subset, over the reward-model ``seeds``; ``where(source)`` gives the
+    row's (data set, method)."""
+    rows = []
     for source, by_edit in editing["cells"].items():
+        dataset, method = where(source)
         for edit_name, by_split in by_edit.items():
             for split, cell in by_split.items():
                 for metric in ("follows", "accuracy_before", "accuracy_after"):
                     name = "edit_follows" if metric == "follows" else f"edit_{metric}"
                     rows.append({
-                        "dataset": config.dataset, "split": split, "subset": "contested", "method": source,
-                        "metric": f"{name}/{edit_name}", **cell[metric], "n": cell["n"], "seeds": list(config.seeds),
+                        "dataset": dataset, "split": split, "subset": "contested", "method": method,
+                        "metric": f"{name}/{edit_name}", **cell[metric], "n": cell["n"], "seeds": list(seeds),
                         "reported": None,
                     })  # fmt: skip
     return rows

@@ -235,18 +235,13 @@ def test_style_editing_edits_the_true_descriptions_and_the_summaries_that_name_o
     cells = editing["cells"]
     assert cells["oracle"]["swap"][SPLIT]["n"] == 12 and cells["oracle"]["reword"][SPLIT]["follows"]["mean"] == 0.0
     assert cells["oracle"]["swap"][SPLIT]["follows"]["mean"] > 0.5
-    other = cells["oracle"]["other-user"][
-        SPLIT
-    ]  # another training user's description, who ranks the pair the other way
+    other = cells["oracle"]["other-user"][SPLIT]  # another training user's, who ranks the pair the other way
     assert other["n"] >= 1 and other["follows"]["mean"] > 0.5 and "other-user" not in cells["user guide"]
     for kind in CONTEXT_KINDS:  # the planted summaries that name one side: the first two contexts' records
         assert 1 <= cells[kind]["swap"][SPLIT]["n"] <= 12 and "reword" not in cells[kind]  # no "prefers" in them
     rows = editing_rows(editing, config)
     methods = {(r["dataset"], r["method"]) for r in rows}
-    assert (CONTEXT_KINDS["labelled pairs"], "oracle") in methods and (
-        CONTEXT_KINDS["user guide"],
-        "plus-untrained",
-    ) in methods
+    assert {(CONTEXT_KINDS["labelled pairs"], "oracle"), (CONTEXT_KINDS["user guide"], "plus-untrained")} <= methods
     assert (tmp_path / "edits.json").exists()
     assert oracle_training_seconds(config, str(tmp_path)) is None  # the toy reader was never trained
     for seed in config.seeds:

@@ -94,16 +94,13 @@ class StyleKeywordRewardModel(nn.Module):
         self.bias = nn.Parameter(torch.zeros(()))
 
     def score(self, summaries, prompts, responses):
-        from plus.data.attributes import POLES
-        from plus.judge import StyleJudge, style_poles, style_scores
+        from plus.data.attributes import pole_profile
+        from plus.judge import StyleJudge, style_poles, style_utility
 
         judge = StyleJudge(25, 41)
         out = []
         for summary, response in zip(summaries, responses, strict=True):
-            scores = style_scores(response, judge)
-            value = 0.0
-            for pole in style_poles(summary or "") if self.reads else ():
-                attribute = next(a for a, ends in POLES.items() if pole in ends)
-                value += scores[attribute] * (1 if POLES[attribute][0] == pole else -1)
+            named = style_poles(summary or "") if self.reads else set()
+            value = sum(style_utility(response, pole_profile(pole), judge) for pole in named)
             out.append(value + 1e-3 * len(response))
         return torch.tensor(out) + self.bias
